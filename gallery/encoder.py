@@ -1,0 +1,208 @@
+"""The CLIP model: loading once per process, preprocessing, batching and L2 normalisation.
+
+Nothing else in the project imports open_clip or torch.
+"""
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from PIL import Image as PILImage
+from PIL import ImageOps
+
+logger = logging.getLogger(__name__)
+
+MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+RANDOM_WEIGHTS = "random"
+
+
+class ModelWeightsUnavailable(RuntimeError):
+    """The configured weights cannot be loaded (offline, missing file, unknown tag)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    pretrained: str = ""
+    weights_file: str = ""
+    random_seed: int = 0
+
+    @classmethod
+    def from_settings(cls) -> "ModelSpec":
+        return cls(
+            name=settings.CLIP_MODEL,
+            pretrained=settings.CLIP_PRETRAINED,
+            weights_file=settings.CLIP_WEIGHTS_FILE,
+            random_seed=settings.CLIP_RANDOM_SEED,
+        )
+
+    @property
+    def model_id(self) -> str:
+        """Names the model and weights that made a vector; stored beside each vector."""
+        if self.weights_file:
+            return f"{self.name}:file:{Path(self.weights_file).name}"
+        if self.pretrained == RANDOM_WEIGHTS:
+            return f"{self.name}:random-seed{self.random_seed}"
+        return f"{self.name}:{self.pretrained}"
+
+
+class ClipEncoder:
+    """One loaded open_clip model with its image transform and tokenizer."""
+
+    def __init__(self, spec: ModelSpec, device: str = "auto", batch_size: int = 32):
+        import open_clip
+        import torch
+
+        open_clip.add_model_config(MODEL_CONFIG_DIR)
+        self.spec = spec
+        self.batch_size = batch_size
+        self.device = (
+            ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        )
+        if spec.name not in open_clip.list_models():
+            raise ModelWeightsUnavailable(
+                f"Unknown CLIP model {spec.name!r}. Set CLIP_MODEL to one of open_clip's "
+                "architectures, e.g. ViT-B-32-256 or ViT-B-32."
+            )
+        if spec.pretrained == RANDOM_WEIGHTS and not spec.weights_file:
+            # Seeded so every process (web, each worker, tests) builds the same weights.
+            torch.manual_seed(spec.random_seed)
+            pretrained = None
+        else:
+            pretrained = self._pretrained_source(open_clip)
+        self.model, _, self.preprocess = open_clip.create_model_and_transforms(
+            spec.name,
+            pretrained=pretrained,
+            device=self.device,
+            cache_dir=settings.CLIP_MODEL_CACHE_DIR,
+        )
+        self.model.eval()
+        self.tokenizer = open_clip.get_tokenizer(spec.name)
+        self.image_size = _input_size(self.preprocess)
+        dimensions = self.encode_texts([""]).shape[1]
+        if dimensions != settings.EMBEDDING_DIMENSIONS:
+            raise ModelWeightsUnavailable(
+                f"{spec.name} makes {dimensions}-d vectors but the database stores "
+                f"{settings.EMBEDDING_DIMENSIONS}-d vectors; choose a 512-d model (any ViT-B)."
+            )
+
+    def _pretrained_source(self, open_clip) -> str:
+        spec = self.spec
+        if spec.weights_file:
+            path = Path(spec.weights_file).expanduser()
+            if not path.is_file():
+                raise ModelWeightsUnavailable(
+                    f"CLIP_WEIGHTS_FILE={spec.weights_file} does not exist. Point it at an "
+                    f"open_clip checkpoint (.bin, .pt or .safetensors) for {spec.name}."
+                )
+            return str(path)
+        if not spec.pretrained:
+            raise ModelWeightsUnavailable(
+                "No CLIP weights configured: set CLIP_PRETRAINED to a pretrained tag, "
+                "CLIP_WEIGHTS_FILE to a local checkpoint, or CLIP_PRETRAINED=random for tests."
+            )
+        tags = open_clip.list_pretrained_tags_by_model(spec.name)
+        if spec.pretrained not in tags:
+            raise ModelWeightsUnavailable(
+                f"open_clip has no pretrained tag {spec.pretrained!r} for {spec.name}; "
+                f"known tags: {', '.join(tags) or 'none'}."
+            )
+        return spec.pretrained
+
+    def encode_images(self, images: list[PILImage.Image]) -> np.ndarray:
+        """L2-normalised float32 vectors, one row per image."""
+        import torch
+
+        batches = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            pixels = torch.stack([self.preprocess(image.convert("RGB")) for image in chunk])
+            with torch.inference_mode():
+                batches.append(self.model.encode_image(pixels.to(self.device)).float().cpu())
+        return _normalised(batches, settings.EMBEDDING_DIMENSIONS)
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        """L2-normalised float32 vectors, one row per text."""
+        import torch
+
+        batches = []
+        for start in range(0, len(texts), self.batch_size):
+            tokens = self.tokenizer(texts[start : start + self.batch_size])
+            with torch.inference_mode():
+                batches.append(self.model.encode_text(tokens.to(self.device)).float().cpu())
+        return _normalised(batches, settings.EMBEDDING_DIMENSIONS)
+
+
+def _normalised(batches, dimensions: int) -> np.ndarray:
+    if not batches:
+        return np.zeros((0, dimensions), dtype=np.float32)
+    vectors = np.concatenate([batch.numpy() for batch in batches]).astype(np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def _input_size(preprocess) -> int:
+    for step in getattr(preprocess, "transforms", []):
+        size = getattr(step, "size", None)
+        if isinstance(size, int):
+            return size
+        if isinstance(size, (tuple, list)) and size:
+            return int(max(size))
+    return 224
+
+
+_encoder: ClipEncoder | None = None
+_encoder_lock = threading.Lock()
+
+
+def get_encoder() -> ClipEncoder:
+    """The process's encoder for the configured model, loaded on first use."""
+    global _encoder
+    spec = ModelSpec.from_settings()
+    with _encoder_lock:
+        if _encoder is None or _encoder.spec != spec:
+            try:
+                _encoder = ClipEncoder(
+                    spec, device=settings.CLIP_DEVICE, batch_size=settings.ENCODE_BATCH_SIZE
+                )
+            except ModelWeightsUnavailable:
+                raise
+            except Exception as error:  # open_clip/huggingface errors: offline, bad file
+                raise ModelWeightsUnavailable(
+                    f"Could not load CLIP weights for {spec.model_id}: {error}\n"
+                    "Without internet access, download the checkpoint on another machine "
+                    "(open_clip_pytorch_model.bin from the model's Hugging Face page) and set "
+                    "CLIP_WEIGHTS_FILE=/path/to/it, or pre-fill the Hugging Face cache "
+                    "(HF_HOME). For tests and benchmarks, CLIP_PRETRAINED=random builds "
+                    "seeded random weights."
+                ) from error
+            logger.info("Loaded CLIP model %s on %s", spec.model_id, _encoder.device)
+        return _encoder
+
+
+def configured_model_id() -> str:
+    return ModelSpec.from_settings().model_id
+
+
+def encode_images(images: list[PILImage.Image]) -> np.ndarray:
+    return get_encoder().encode_images(images)
+
+
+def encode_texts(texts: list[str]) -> np.ndarray:
+    return get_encoder().encode_texts(texts)
+
+
+def open_image_for_encoding(path, target_size: int | None = None) -> PILImage.Image:
+    """Open an image file small and upright: JPEG draft decoding, then EXIF orientation.
+
+    Real photos are 12+ megapixels; decoding them at 1/2..1/8 scale is several times faster
+    and the model only sees a few hundred pixels anyway.
+    """
+    size = target_size or (_encoder.image_size if _encoder else 256)
+    image = PILImage.open(path)
+    image.draft("RGB", (size * 2, size * 2))
+    image = ImageOps.exif_transpose(image)
+    return image.convert("RGB")

@@ -1,0 +1,20 @@
+"""Liveness of the services the site depends on (used by `up` and container healthchecks)."""
+
+import django_rq
+from django.db import connection
+
+
+def check_services() -> dict:
+    report = {"database": False, "queue": False}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+            report["database"] = cursor.fetchone() is not None
+    except Exception as error:  # report, never raise: this is a health endpoint
+        report["database_error"] = str(error)
+    try:
+        report["queue"] = bool(django_rq.get_connection("default").ping())
+    except Exception as error:
+        report["queue_error"] = str(error)
+    report["ok"] = report["database"] and report["queue"]
+    return report

@@ -1,0 +1,168 @@
+"""Turning stored images into vectors: queueing, batch encoding, requeue and re-index.
+
+An image's vector and status are written in one transaction after its whole batch is encoded,
+so a worker killed mid-batch leaves those images `pending` (and queued long ago), which
+`requeue` finds. Encoding is idempotent: an image already indexed by the configured model is
+skipped unless a re-index forces it, and a forced run writes the same vector again.
+"""
+
+import logging
+from datetime import timedelta
+
+import django_rq
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+from redis.exceptions import RedisError
+
+from gallery import encoder
+from gallery.models import Image
+
+logger = logging.getLogger(__name__)
+
+QUEUE_NAME = "default"
+
+
+def enqueue_encoding(image_ids, *, force: bool = False) -> None:
+    """Queue encoding of these images once the surrounding transaction commits."""
+    ids = list(image_ids)
+    transaction.on_commit(lambda: enqueue_now(ids, force=force))
+
+
+def enqueue_now(image_ids, *, force: bool = False) -> int:
+    """Queue encoding jobs in batches; returns how many images were queued.
+
+    When Redis is unreachable nothing is lost: the images stay `pending` with no queue time,
+    and `requeue` queues them later.
+    """
+    from gallery.tasks import encode_images_job
+
+    ids = list(image_ids)
+    queued = 0
+    try:
+        queue = django_rq.get_queue(QUEUE_NAME)
+        for start in range(0, len(ids), settings.ENCODE_BATCH_SIZE):
+            chunk = ids[start : start + settings.ENCODE_BATCH_SIZE]
+            queue.enqueue(encode_images_job, chunk, force=force)
+            Image.objects.filter(pk__in=chunk).update(queued_at=timezone.now())
+            queued += len(chunk)
+    except RedisError as error:
+        logger.warning(
+            "Queue unreachable (%s): %d images stay pending until `manage.py requeue`.",
+            error,
+            len(ids) - queued,
+        )
+    return queued
+
+
+def encode_images(image_ids, *, force: bool = False) -> dict[str, int]:
+    """Encode these images with the configured model and store their vectors.
+
+    One unreadable image is marked `failed` with its error; the rest of the batch is stored.
+    """
+    model_id = encoder.configured_model_id()
+    images = list(Image.objects.filter(pk__in=image_ids).order_by("pk"))
+    todo = [
+        image
+        for image in images
+        if force or image.status != Image.Status.INDEXED or image.embedding_model != model_id
+    ]
+    failures: dict[int, str] = {}
+    loaded = []
+    for image in todo:
+        try:
+            loaded.append((image, encoder.open_image_for_encoding(image.file.path)))
+        except Exception as error:  # any decoding problem is this image's alone
+            failures[image.pk] = f"Could not read the image file: {error}"
+    vectors = _encode_isolating_failures(loaded, failures)
+    now = timezone.now()
+    with transaction.atomic():
+        for image_pk, vector in vectors.items():
+            Image.objects.filter(pk=image_pk).update(
+                embedding=vector,
+                embedding_model=model_id,
+                status=Image.Status.INDEXED,
+                status_error="",
+                indexed_at=now,
+            )
+        for image_pk, message in failures.items():
+            Image.objects.filter(pk=image_pk).update(
+                status=Image.Status.FAILED, status_error=message[:2000]
+            )
+    return {"indexed": len(vectors), "failed": len(failures), "skipped": len(images) - len(todo)}
+
+
+def _encode_isolating_failures(loaded, failures: dict[int, str]) -> dict:
+    """Encode as one batch; if that fails, image by image so only the culprit fails."""
+    if not loaded:
+        return {}
+    try:
+        vectors = encoder.encode_images([picture for _, picture in loaded])
+        return {image.pk: vector for (image, _), vector in zip(loaded, vectors, strict=True)}
+    except encoder.ModelWeightsUnavailable as error:
+        for image, _ in loaded:
+            failures[image.pk] = str(error)
+        return {}
+    except Exception:
+        logger.exception("Batch encoding failed; retrying image by image")
+    vectors = {}
+    for image, picture in loaded:
+        try:
+            vectors[image.pk] = encoder.encode_images([picture])[0]
+        except Exception as error:
+            failures[image.pk] = f"The model could not encode this image: {error}"
+    return vectors
+
+
+def requeue_stuck_images(*, stuck_after: timedelta | None = None) -> int:
+    """Queue every pending image that was never queued or was queued too long ago."""
+    if stuck_after is None:
+        stuck_after = timedelta(seconds=settings.STUCK_AFTER_SECONDS)
+    cutoff = timezone.now() - stuck_after
+    stuck = Image.objects.filter(status=Image.Status.PENDING).filter(
+        Q(queued_at__isnull=True) | Q(queued_at__lte=cutoff)
+    )
+    return enqueue_now(stuck.order_by("pk").values_list("pk", flat=True))
+
+
+REINDEX_SCOPES = ("all", "failed", "stale")
+
+
+def images_to_reindex(scope: str):
+    if scope == "all":
+        return Image.objects.all()
+    if scope == "failed":
+        return Image.objects.filter(status=Image.Status.FAILED)
+    if scope == "stale":
+        return Image.objects.filter(status=Image.Status.INDEXED).exclude(
+            embedding_model=encoder.configured_model_id()
+        )
+    raise ValueError(f"Unknown re-index scope {scope!r}; use one of {REINDEX_SCOPES}.")
+
+
+def reindex_images(images) -> int:
+    """Re-encode these images through the queue; existing vectors serve until replaced."""
+    ids = list(images.order_by("pk").values_list("pk", flat=True))
+    # Failed images show as pending again while they wait; indexed ones keep their vector.
+    Image.objects.filter(pk__in=ids, status=Image.Status.FAILED).update(
+        status=Image.Status.PENDING, status_error=""
+    )
+    return enqueue_now(ids, force=True)
+
+
+def indexing_progress() -> dict:
+    """Counts per status, vectors made by another model, and the queue's length."""
+    counts = dict(
+        Image.objects.values_list("status")
+        .annotate(count=Count("pk"))
+        .values_list("status", "count")
+    )
+    progress = {status: counts.get(status, 0) for status in Image.Status.values}
+    progress["stale"] = images_to_reindex("stale").count()
+    progress["model"] = encoder.configured_model_id()
+    try:
+        progress["queued_jobs"] = django_rq.get_queue(QUEUE_NAME).count
+    except RedisError:
+        progress["queued_jobs"] = None
+    return progress

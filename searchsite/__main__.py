@@ -1,0 +1,3 @@
+from searchsite.cli import main
+
+main()

@@ -1,0 +1,182 @@
+"""Django settings, read once from environment variables with safe defaults (see README)."""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from searchsite.paths import PROJECT_DIR, data_dir
+
+BASE_DIR = PROJECT_DIR
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    if value.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if value.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name}={value!r} is not a boolean (use 1/0, true/false).")
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not an integer.") from None
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+DEBUG = env_bool("DEBUG", False)
+
+# A well-known key so that `DEBUG=1` works with no set-up; never accepted with DEBUG off.
+DEVELOPMENT_SECRET_KEY = "django-insecure-visual-search-development-key-do-not-deploy"
+SECRET_KEY = env_str("SECRET_KEY", DEVELOPMENT_SECRET_KEY)
+if not DEBUG and SECRET_KEY == DEVELOPMENT_SECRET_KEY:
+    raise ImproperlyConfigured(
+        "SECRET_KEY is the built-in development key while DEBUG is off. Set SECRET_KEY to a "
+        "long random value (python -c 'import secrets; print(secrets.token_urlsafe(50))'), or "
+        "start the site with `visual-search up`, which creates one in the data directory."
+    )
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+DATA_DIR = data_dir()
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT") or DATA_DIR / "media")
+MEDIA_URL = "/media/"
+STATIC_ROOT = Path(env_str("STATIC_ROOT") or DATA_DIR / "static")
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_rq",
+    "gallery",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "searchsite.urls"
+WSGI_APPLICATION = "searchsite.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = env_str("DATABASE_URL")
+if not DATABASE_URL:
+    raise ImproperlyConfigured(
+        "DATABASE_URL is not set. Run the site through `visual-search` or `manage.py`, which "
+        "start an embedded PostgreSQL when it is unset, or point DATABASE_URL at a "
+        "PostgreSQL server with pgvector (postgres://user:password@host:5432/dbname)."
+    )
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+
+REDIS_URL = env_str("REDIS_URL")
+if not REDIS_URL:
+    raise ImproperlyConfigured(
+        "REDIS_URL is not set. Run through `visual-search` or `manage.py`, which start an "
+        "embedded Valkey server when it is unset, or set REDIS_URL=redis://host:6379/0."
+    )
+RQ_QUEUES = {
+    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": env_int("RQ_JOB_TIMEOUT", 600)},
+}
+RQ_SHOW_ADMIN_LINK = True
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "gallery"
+LOGOUT_REDIRECT_URL = "gallery"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Local runs skip collectstatic; production images run it at build time.
+WHITENOISE_USE_FINDERS = True
+
+# --- The CLIP model (owned by gallery/encoder.py) ---
+CLIP_MODEL = env_str("CLIP_MODEL", "ViT-B-32-256")
+# A pretrained tag known to open_clip, or "random" for seeded random weights (tests, benchmarks).
+CLIP_PRETRAINED = env_str("CLIP_PRETRAINED", "datacomp_s34b_b86k")
+# A local checkpoint file; when set it wins over CLIP_PRETRAINED (for machines without internet).
+CLIP_WEIGHTS_FILE = env_str("CLIP_WEIGHTS_FILE")
+CLIP_DEVICE = env_str("CLIP_DEVICE", "auto")
+CLIP_RANDOM_SEED = env_int("CLIP_RANDOM_SEED", 0)
+CLIP_MODEL_CACHE_DIR = env_str("CLIP_MODEL_CACHE_DIR") or None
+# Vectors are stored in a fixed-width pgvector column; every ViT-B CLIP model has 512.
+EMBEDDING_DIMENSIONS = 512
+ENCODE_BATCH_SIZE = env_int("ENCODE_BATCH_SIZE", 32)
+
+# --- Uploads ---
+MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 25 * 1024 * 1024)
+MAX_IMAGE_PIXELS = env_int("MAX_IMAGE_PIXELS", 90_000_000)
+THUMBNAIL_SIZE = env_int("THUMBNAIL_SIZE", 320)
+DATA_UPLOAD_MAX_NUMBER_FILES = env_int("MAX_UPLOAD_FILES", 500)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+# Images still `pending` this long after being queued are treated as lost by `requeue`.
+STUCK_AFTER_SECONDS = env_int("STUCK_AFTER_SECONDS", 900)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    # open_clip logs its every step to the root logger at INFO.
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        name: {"level": env_str("LOG_LEVEL", "INFO")} for name in ("gallery", "searchsite", "rq")
+    },
+}

@@ -1,0 +1,90 @@
+"""The encoder: normalised, deterministic vectors; clear failures when weights are missing."""
+
+import time
+
+import numpy as np
+import pytest
+
+from gallery import encoder
+from tests.images import image_bytes
+
+
+def pil_image(**kwargs):
+    import io
+
+    from PIL import Image
+
+    return Image.open(io.BytesIO(image_bytes(**kwargs)))
+
+
+def test_image_and_text_vectors_are_l2_normalised_float32_512d():
+    images = encoder.encode_images([pil_image(color=(255, 0, 0)), pil_image(color=(0, 0, 255))])
+    texts = encoder.encode_texts(["a red square", "a blue square", "a dog"])
+    assert images.shape == (2, 512) and texts.shape == (3, 512)
+    assert images.dtype == np.float32 and texts.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(images, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(texts, axis=1), 1.0, rtol=1e-5)
+    assert not np.allclose(images[0], images[1])
+
+
+def test_random_test_model_is_the_same_in_every_process():
+    # A second encoder built from the same spec has identical weights (seeded).
+    spec = encoder.ModelSpec(name="vs-test-tiny", pretrained="random", random_seed=0)
+    first = encoder.ClipEncoder(spec).encode_texts(["a cat"])
+    second = encoder.ClipEncoder(spec).encode_texts(["a cat"])
+    np.testing.assert_array_equal(first, second)
+    other_seed = encoder.ClipEncoder(
+        encoder.ModelSpec(name="vs-test-tiny", pretrained="random", random_seed=1)
+    ).encode_texts(["a cat"])
+    assert not np.allclose(first, other_seed)
+
+
+def test_model_id_names_model_and_weights():
+    assert encoder.ModelSpec("ViT-B-32-256", "datacomp_s34b_b86k").model_id == (
+        "ViT-B-32-256:datacomp_s34b_b86k"
+    )
+    assert encoder.ModelSpec("ViT-B-32", weights_file="/w/clip.bin").model_id == (
+        "ViT-B-32:file:clip.bin"
+    )
+    assert encoder.configured_model_id() == "vs-test-tiny:random-seed0"
+
+
+def test_missing_pretrained_weights_fail_fast_with_instructions(settings):
+    settings.CLIP_MODEL = "ViT-B-32-256"
+    settings.CLIP_PRETRAINED = "datacomp_s34b_b86k"
+    started = time.monotonic()
+    with pytest.raises(encoder.ModelWeightsUnavailable) as failure:
+        encoder.get_encoder()
+    assert time.monotonic() - started < 60
+    message = str(failure.value)
+    assert "CLIP_WEIGHTS_FILE" in message and "CLIP_PRETRAINED=random" in message
+
+
+def test_missing_weights_file_is_named_in_the_error(settings, tmp_path):
+    settings.CLIP_MODEL = "ViT-B-32"
+    settings.CLIP_WEIGHTS_FILE = str(tmp_path / "missing.bin")
+    with pytest.raises(encoder.ModelWeightsUnavailable, match="missing.bin does not exist"):
+        encoder.get_encoder()
+
+
+def test_unknown_model_and_tag_are_reported(settings):
+    settings.CLIP_MODEL = "no-such-model"
+    with pytest.raises(encoder.ModelWeightsUnavailable, match="Unknown CLIP model"):
+        encoder.get_encoder()
+    settings.CLIP_MODEL = "ViT-B-32"
+    settings.CLIP_PRETRAINED = "no-such-tag"
+    with pytest.raises(encoder.ModelWeightsUnavailable, match="no pretrained tag"):
+        encoder.get_encoder()
+
+
+def test_jpeg_is_decoded_at_reduced_size_and_upright(tmp_path):
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(image_bytes(size=(2400, 1600), fmt="JPEG", exif=exif))
+    opened = encoder.open_image_for_encoding(path, target_size=128)
+    width, height = opened.size
+    assert height > width  # rotated upright
+    assert max(width, height) <= 600  # draft mode decoded at 1/4 scale, not 2400 px

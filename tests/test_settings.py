@@ -1,0 +1,57 @@
+"""Configuration from the environment, and the production compose file's wiring."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import clean_child_environment
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def import_settings(**env) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "import searchsite.settings"],
+        env=clean_child_environment(
+            DATABASE_URL="postgres://u@localhost/x", REDIS_URL="redis://localhost:1/0", **env
+        ),
+        capture_output=True,
+        text=True,
+        cwd=PROJECT,
+    )
+
+
+def test_refuses_to_start_with_debug_off_and_the_development_secret_key():
+    refused = import_settings(DEBUG="0")
+    assert refused.returncode != 0
+    assert "SECRET_KEY is the built-in development key while DEBUG is off" in refused.stderr
+    assert import_settings(DEBUG="1").returncode == 0
+    assert import_settings(DEBUG="0", SECRET_KEY="a-real-secret").returncode == 0
+
+
+def test_bad_boolean_setting_is_reported():
+    result = import_settings(DEBUG="maybe", SECRET_KEY="x")
+    assert "DEBUG='maybe' is not a boolean" in result.stderr
+
+
+def test_docker_compose_wires_db_redis_web_and_scalable_workers():
+    compose = yaml.safe_load((PROJECT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"db", "redis", "web", "worker"} <= set(services)
+    assert services["db"]["image"].startswith("pgvector/pgvector:pg18")
+    assert "healthcheck" in services["db"] and "healthcheck" in services["redis"]
+    for name in ("web", "worker"):
+        environment = services[name]["environment"]
+        assert environment["DATABASE_URL"].startswith("postgres://")
+        assert "@db:5432/" in environment["DATABASE_URL"]
+        assert environment["REDIS_URL"].startswith("redis://redis:6379")
+        assert services[name]["depends_on"]["db"]["condition"] == "service_healthy"
+        assert any(str(volume).startswith("media:") for volume in services[name]["volumes"])
+    worker = services["worker"]
+    # `docker compose up --scale worker=4` needs no fixed name and no host ports.
+    assert "container_name" not in worker and "ports" not in worker
+    assert "rqworker" in " ".join(worker["command"])
+    assert "migrate" in " ".join(services["web"]["command"])
+    assert {"pgdata", "media"} <= set(compose["volumes"])

@@ -1,0 +1,116 @@
+"""`visual-search up` on embedded defaults: serves the site, persists data, stops cleanly."""
+
+import http.cookiejar
+import json
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+
+import psutil
+
+from tests.conftest import clean_child_environment, run_cli
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def read_lines(stream, lines: queue.Queue) -> None:
+    for line in stream:
+        lines.put(line)
+
+
+def wait_for_line(lines: queue.Queue, pattern: str, timeout: float, seen: list[str]) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=1)
+        except queue.Empty:
+            continue
+        seen.append(line)
+        if re.search(pattern, line):
+            return line
+    raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(seen)}")
+
+
+def server_processes(data_dir) -> list[psutil.Process]:
+    postgres_pid = int((data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
+    valkey_pid = json.loads((data_dir / "valkey" / "server.json").read_text())["pid"]
+    return [psutil.Process(postgres_pid), psutil.Process(valkey_pid)]
+
+
+def log_in(opener, base_url: str, username: str, password: str) -> str:
+    login_url = base_url + "admin/login/?next=/admin/"
+    page = opener.open(login_url).read().decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    form = urllib.parse.urlencode(
+        {
+            "csrfmiddlewaretoken": token,
+            "username": username,
+            "password": password,
+            "next": "/admin/",
+        }
+    ).encode()
+    request = urllib.request.Request(login_url, data=form, headers={"Referer": login_url})
+    return opener.open(request).read().decode()
+
+
+def test_up_serves_site_on_embedded_servers_and_sigterm_leaves_no_process(tmp_path):
+    data_dir = tmp_path / "data"
+    env = clean_child_environment(VISUAL_SEARCH_DATA_DIR=str(data_dir))
+    # Data made by one process must be there for the next: a user created before `up`.
+    run_cli("migrate", env=env)
+    run_cli(
+        "createsuperuser",
+        "--noinput",
+        "--username",
+        "admin",
+        "--email",
+        "a@example.com",
+        env={**env, "DJANGO_SUPERUSER_PASSWORD": "a-long-test-password"},
+    )
+    port = free_port()
+    site = subprocess.Popen(
+        [sys.executable, "-m", "searchsite", "up", "--port", str(port), "--web-workers", "1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines, seen = queue.Queue(), []
+    threading.Thread(target=read_lines, args=(site.stdout, lines), daemon=True).start()
+    try:
+        line = wait_for_line(lines, r"running at http://", timeout=180, seen=seen)
+        base_url = re.search(r"(http://\S+/)", line).group(1)
+        assert base_url == f"http://localhost:{port}/"
+
+        home = urllib.request.urlopen(base_url)
+        assert home.status == 200 and "Gallery" in home.read().decode()
+        health = json.load(urllib.request.urlopen(base_url + "healthz"))
+        assert health == {"database": True, "queue": True, "ok": True}
+        opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        )
+        admin_page = log_in(opener, base_url, "admin", "a-long-test-password")
+        assert "Site administration" in admin_page
+
+        processes = psutil.Process(site.pid).children(recursive=True) + server_processes(data_dir)
+        names = " ".join(" ".join(process.cmdline()) for process in processes)
+        assert "gunicorn" in names and "rqworker" in names
+        assert "postgres" in names and "valkey-server" in names
+    except BaseException:
+        site.kill()
+        raise
+    site.send_signal(signal.SIGTERM)
+    assert site.wait(timeout=90) == 0, "".join(seen)
+    gone, alive = psutil.wait_procs(processes, timeout=30)
+    assert alive == [], f"left running: {[process.cmdline() for process in alive]}"
