@@ -1,6 +1,7 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.utils.html import format_html
 
+from gallery import indexing
 from gallery.models import Image, Tag
 
 
@@ -32,9 +33,23 @@ class ImageAdmin(admin.ModelAdmin):
     exclude = ["embedding"]
     filter_horizontal = ["tags"]
     date_hierarchy = "uploaded_at"
+    actions = ["reindex_selected"]
 
     @admin.display(description="Thumbnail")
     def thumbnail_preview(self, image):
         if not image.thumbnail:
             return "—"
         return format_html('<img src="{}" style="height:48px" alt="">', image.thumbnail.url)
+
+    @admin.action(description="Re-index selected images")
+    def reindex_selected(self, request, queryset):
+        queued = indexing.reindex_images(queryset)
+        level = messages.SUCCESS if queued == queryset.count() else messages.WARNING
+        self.message_user(
+            request, f"Queued {queued} of {queryset.count()} image(s) for re-encoding.", level
+        )
+
+    def changelist_view(self, request, extra_context=None):
+        # Indexing progress above the list: counts per status and the queue's length.
+        extra_context = {**(extra_context or {}), "progress": indexing.indexing_progress()}
+        return super().changelist_view(request, extra_context=extra_context)

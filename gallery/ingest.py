@@ -7,6 +7,7 @@ A rejected file leaves no row and no file behind; identical content is stored on
 import hashlib
 import io
 import logging
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -130,10 +131,14 @@ def _check_size(size: int) -> None:
     if size == 0:
         raise RejectedImage("The file is empty (0 bytes).")
     if size > settings.MAX_UPLOAD_BYTES:
-        raise RejectedImage(
-            f"The file is too large: {size / 1e6:.1f} MB, the limit is "
-            f"{settings.MAX_UPLOAD_BYTES / 1e6:.0f} MB."
-        )
+        raise RejectedImage(_size_message(size))
+
+
+def _size_message(size: int | None) -> str:
+    limit = f"the limit is {settings.MAX_UPLOAD_BYTES / 1e6:g} MB"
+    if size is None:
+        return f"The file is too large: {limit}."
+    return f"The file is too large ({size / 1e6:.1f} MB); {limit}."
 
 
 def validate_image(data: bytes, filename: str, notes: list[str]) -> ValidatedImage:
@@ -144,9 +149,12 @@ def validate_image(data: bytes, filename: str, notes: list[str]) -> ValidatedIma
             "SVG is a vector drawing format and is not supported; export it as PNG or JPEG."
         )
     try:
-        with PILImage.open(io.BytesIO(data)) as probe:
-            image_format = probe.format or ""
-            width, height = probe.size
+        # The pixel limit is checked below with a clearer message than Pillow's warning.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            with PILImage.open(io.BytesIO(data)) as probe:
+                image_format = probe.format or ""
+                width, height = probe.size
     except UnidentifiedImageError:
         raise RejectedImage(
             "This is not an image file (its content is not a recognised image format)."
@@ -316,3 +324,61 @@ def tags_named(names) -> list[Tag]:
                 tag = Tag.objects.get(name__iexact=name)
         tags.append(tag)
     return tags
+
+
+def ingest_uploaded_file(uploaded, **options) -> IngestResult:
+    """`ingest_image` for a Django UploadedFile: refuses an oversized file before reading it."""
+    if uploaded.size > settings.MAX_UPLOAD_BYTES:
+        return IngestResult(filename=uploaded.name, error=_size_message(uploaded.size))
+    return ingest_image(data=uploaded.read(), filename=uploaded.name, **options)
+
+
+def oversized_result(filename: str) -> IngestResult:
+    return IngestResult(filename=filename, error=_size_message(None))
+
+
+def ingest_uploads(*, files, oversized_names=(), **options) -> list[IngestResult]:
+    """One result per submitted file, in order; a rejected file never stops the others."""
+    results = [oversized_result(name) for name in oversized_names]
+    results += [ingest_uploaded_file(uploaded, **options) for uploaded in files]
+    return results
+
+
+def find_image_files(root, *, recursive: bool = False) -> list:
+    """Image-looking files under `root` (by extension), sorted; hidden files skipped."""
+    from pathlib import Path
+
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    candidates = root.rglob("*") if recursive else root.iterdir()
+    return sorted(
+        path
+        for path in candidates
+        if path.is_file()
+        and path.suffix.lower() in IMAGE_FILE_EXTENSIONS
+        and not any(part.startswith(".") for part in path.relative_to(root).parts)
+    )
+
+
+def import_files(paths, *, tag_names=(), caption: str = "", enqueue: bool = True):
+    """Ingest files from disk, yielding each result; new images are queued in full batches."""
+    waiting: list[int] = []
+    for path in paths:
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            yield IngestResult(filename=str(path), error=f"Could not read the file: {error}")
+            continue
+        result = ingest_image(
+            data=data, filename=path.name, tag_names=tag_names, caption=caption, enqueue=False
+        )
+        result.filename = str(path)
+        if result.created and enqueue:
+            waiting.append(result.image.pk)
+            if len(waiting) >= settings.ENCODE_BATCH_SIZE:
+                indexing.enqueue_now(waiting)
+                waiting = []
+        yield result
+    if waiting:
+        indexing.enqueue_now(waiting)

@@ -4,5 +4,6 @@ from gallery import views
 
 urlpatterns = [
     path("", views.gallery, name="gallery"),
+    path("upload/", views.upload, name="upload"),
     path("healthz", views.healthz, name="healthz"),
 ]

@@ -145,6 +145,8 @@ def prepare_environment(*, ephemeral: bool = False) -> EmbeddedServices | None:
     global _services
     root = data_dir()
     ensure_secret_key(root)
+    # WhiteNoise expects STATIC_ROOT to exist even when it serves from the finders.
+    (root / "static").mkdir(parents=True, exist_ok=True)
     need_database = not os.environ.get("DATABASE_URL")
     need_redis = not os.environ.get("REDIS_URL")
     if not (need_database or need_redis):

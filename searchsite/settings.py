@@ -167,6 +167,11 @@ MAX_IMAGE_PIXELS = env_int("MAX_IMAGE_PIXELS", 90_000_000)
 THUMBNAIL_SIZE = env_int("THUMBNAIL_SIZE", 320)
 DATA_UPLOAD_MAX_NUMBER_FILES = env_int("MAX_UPLOAD_FILES", 500)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+FILE_UPLOAD_HANDLERS = [
+    "gallery.uploads.SizeLimitUploadHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 # Images still `pending` this long after being queued are treated as lost by `requeue`.
 STUCK_AFTER_SECONDS = env_int("STUCK_AFTER_SECONDS", 900)
 

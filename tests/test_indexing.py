@@ -1,0 +1,232 @@
+"""Encoding on real RQ workers: vectors match the model, failures stay isolated, nothing is lost."""
+
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.urls import reverse
+from django.utils import timezone
+from PIL import Image as PILImage
+from rq.registry import StartedJobRegistry
+
+from gallery import encoder, indexing
+from gallery.ingest import ingest_image
+from gallery.models import Image
+from tests.conftest import clean_child_environment
+from tests.images import distinct_images, image_bytes
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def vector_of(image: Image) -> np.ndarray:
+    return np.asarray(Image.objects.get(pk=image.pk).embedding, dtype=np.float32)
+
+
+def add_images(count: int, **options) -> list[Image]:
+    return [
+        ingest_image(data=data, filename=f"{n}.png", **options).image
+        for n, data in enumerate(distinct_images(count))
+    ]
+
+
+def test_uploaded_image_is_encoded_by_the_worker_exactly_as_the_model_encodes_it(
+    client, django_user_model, media_root, queue, run_burst_worker
+):
+    client.force_login(django_user_model.objects.create_user("bo", password="pw-long-enough-1"))
+    data = image_bytes(size=(800, 600), fmt="JPEG", pattern=11)
+    client.post(reverse("upload"), {"files": [_uploaded("street.jpg", data)]})
+    image = Image.objects.get()
+    assert image.status == Image.Status.PENDING
+
+    run_burst_worker()
+
+    image.refresh_from_db()
+    assert image.status == Image.Status.INDEXED and image.status_error == ""
+    assert image.embedding_model == encoder.configured_model_id()
+    direct = encoder.encode_images([PILImage.open(image.file.path)])[0]
+    stored = vector_of(image)
+    assert float(stored @ direct) >= 0.999
+    assert abs(np.linalg.norm(stored) - 1) < 1e-5
+
+
+def _uploaded(name, data):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return SimpleUploadedFile(name, data)
+
+
+def test_one_unreadable_image_fails_alone_and_the_rest_of_the_batch_is_stored(
+    media_root, queue, run_burst_worker
+):
+    images = add_images(4, enqueue=False)
+    with open(images[1].file.path, "r+b") as damaged:  # damaged on disk after upload
+        damaged.truncate(40)
+    indexing.enqueue_now([image.pk for image in images])
+    run_burst_worker()
+    statuses = {image.pk: Image.objects.get(pk=image.pk) for image in images}
+    broken = statuses.pop(images[1].pk)
+    assert broken.status == Image.Status.FAILED
+    assert "Could not read the image file" in broken.status_error
+    assert broken.embedding is None
+    assert all(image.status == Image.Status.INDEXED for image in statuses.values())
+
+
+def test_running_a_job_twice_changes_nothing(media_root):
+    images = add_images(3, enqueue=False)
+    ids = [image.pk for image in images]
+    assert indexing.encode_images(ids) == {"indexed": 3, "failed": 0, "skipped": 0}
+    before = {
+        image.pk: (vector_of(image), Image.objects.get(pk=image.pk).indexed_at) for image in images
+    }
+    assert indexing.encode_images(ids) == {"indexed": 0, "failed": 0, "skipped": 3}
+    for image in images:
+        vector, indexed_at = before[image.pk]
+        np.testing.assert_array_equal(vector_of(image), vector)
+        assert Image.objects.get(pk=image.pk).indexed_at == indexed_at
+
+
+def test_upload_while_redis_is_down_stays_pending_until_requeue(
+    media_root, queue, run_burst_worker, settings
+):
+    working_queues = settings.RQ_QUEUES
+    settings.RQ_QUEUES = {"default": {"URL": "redis://127.0.0.1:9/0", "DEFAULT_TIMEOUT": 60}}
+    result = ingest_image(data=image_bytes(pattern=21), filename="offline.png")
+    assert result.ok and result.created
+    image = Image.objects.get()
+    assert image.status == Image.Status.PENDING and image.queued_at is None
+
+    settings.RQ_QUEUES = working_queues
+    call_command("requeue")
+    assert queue.count == 1
+    run_burst_worker()
+    assert Image.objects.get().status == Image.Status.INDEXED
+
+
+def test_requeue_leaves_recently_queued_images_alone(media_root, queue):
+    add_images(2)
+    assert queue.count == 2
+    queue.empty()
+    assert indexing.requeue_stuck_images() == 0
+    Image.objects.update(queued_at=timezone.now() - timedelta(hours=1))
+    assert indexing.requeue_stuck_images() == 2
+
+
+def test_worker_killed_mid_batch_loses_nothing_and_requeue_recovers(
+    media_root, queue, run_burst_worker, settings
+):
+    settings.ENCODE_BATCH_SIZE = 64
+    # Large PNGs (no reduced-size decoding) make the batch take seconds on the worker.
+    images = [
+        ingest_image(data=data, filename=f"{n}.png", enqueue=False).image
+        for n, data in enumerate(distinct_images(24, size=(2400, 1800)))
+    ]
+    indexing.enqueue_now([image.pk for image in images])
+    database_url = _url_of_test_database()
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "searchsite",
+            "rqworker",
+            "default",
+            "--burst",
+            "--worker-class",
+            "gallery.worker.EncodingWorker",
+        ],
+        env=clean_child_environment(
+            DATABASE_URL=database_url,
+            REDIS_URL=settings.REDIS_URL,
+            SECRET_KEY="test",
+            MEDIA_ROOT=str(media_root),
+            ENCODE_BATCH_SIZE="64",
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    started = StartedJobRegistry(queue=queue)
+    deadline = time.monotonic() + 120
+    while started.count == 0 and worker.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert started.count == 1, "the worker never started the job"
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=30)
+
+    # Nothing half-written: every image is still pending without a vector.
+    assert set(Image.objects.values_list("status", flat=True)) == {Image.Status.PENDING}
+    assert not Image.objects.filter(embedding__isnull=False).exists()
+    queue.empty()
+
+    call_command("requeue", stuck_after=0)
+    run_burst_worker()
+    assert Image.objects.filter(status=Image.Status.INDEXED).count() == len(images)
+
+
+def _url_of_test_database() -> str:
+    from urllib.parse import quote
+
+    params = connection.settings_dict
+    host = quote(params["HOST"], safe="") if params["HOST"].startswith("/") else params["HOST"]
+    port = f":{params['PORT']}" if params["PORT"] else ""
+    password = f":{quote(params['PASSWORD'])}" if params["PASSWORD"] else ""
+    return f"postgresql://{params['USER']}{password}@{host}{port}/{params['NAME']}"
+
+
+def test_reindex_stale_reencodes_vectors_of_another_model_while_old_ones_keep_serving(
+    media_root, queue, run_burst_worker, settings
+):
+    images = add_images(3, enqueue=False)
+    indexing.encode_images([image.pk for image in images])
+    old_model = encoder.configured_model_id()
+    old_vectors = {image.pk: vector_of(image) for image in images}
+
+    settings.CLIP_RANDOM_SEED = 7  # a different configured model id
+    new_model = encoder.configured_model_id()
+    assert new_model != old_model
+    call_command("reindex", "--stale")
+    assert queue.count == 1
+    # Until the worker runs, the old vectors stay and the images stay indexed.
+    for image in images:
+        refreshed = Image.objects.get(pk=image.pk)
+        assert refreshed.status == Image.Status.INDEXED and refreshed.embedding_model == old_model
+        np.testing.assert_array_equal(vector_of(image), old_vectors[image.pk])
+
+    run_burst_worker()
+    for image in images:
+        refreshed = Image.objects.get(pk=image.pk)
+        assert refreshed.embedding_model == new_model
+        assert not np.allclose(vector_of(image), old_vectors[image.pk])
+    assert indexing.images_to_reindex("stale").count() == 0
+
+
+def test_reindex_failed_retries_failed_images(media_root, queue, run_burst_worker):
+    (image,) = add_images(1, enqueue=False)
+    Image.objects.filter(pk=image.pk).update(status=Image.Status.FAILED, status_error="boom")
+    call_command("reindex", "--failed")
+    assert Image.objects.get(pk=image.pk).status == Image.Status.PENDING
+    run_burst_worker()
+    assert Image.objects.get(pk=image.pk).status == Image.Status.INDEXED
+
+
+def test_admin_lists_images_with_progress_and_reindexes_selected(
+    admin_client, media_root, queue, run_burst_worker
+):
+    images = add_images(2, enqueue=False)
+    indexing.encode_images([images[0].pk])
+    page = admin_client.get(reverse("admin:gallery_image_changelist")).content.decode()
+    assert "1 indexed · 1 pending · 0 failed" in page
+    assert images[0].thumbnail.url in page
+    response = admin_client.post(
+        reverse("admin:gallery_image_changelist"),
+        {"action": "reindex_selected", "_selected_action": [image.pk for image in images]},
+        follow=True,
+    )
+    assert "Queued 2 of 2 image(s) for re-encoding." in response.content.decode()
+    run_burst_worker()
+    assert Image.objects.filter(status=Image.Status.INDEXED).count() == 2
+    assert admin_client.get(reverse("django_rq:home")).status_code == 200
