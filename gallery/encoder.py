@@ -4,7 +4,9 @@ Nothing else in the project imports open_clip or torch.
 """
 
 import logging
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,14 +116,31 @@ class ClipEncoder:
 
     def encode_images(self, images: list[PILImage.Image]) -> np.ndarray:
         """L2-normalised float32 vectors, one row per image."""
+        return self.encode_pixels([self.preprocess(image.convert("RGB")) for image in images])
+
+    def prepare_image_files(self, paths) -> list:
+        """Model-ready pixel tensors for these files, or the exception each one raised.
+
+        Decoding runs on a thread pool (Pillow releases the GIL while decoding), so a batch
+        of large JPEGs decodes on every core instead of one.
+        """
+        return list(_decoding_pool().map(self._prepare_file, paths))
+
+    def _prepare_file(self, path):
+        try:
+            return self.preprocess(open_image_for_encoding(path, self.image_size))
+        except Exception as error:  # reported per image by the caller
+            return error
+
+    def encode_pixels(self, pixels: list) -> np.ndarray:
+        """L2-normalised vectors for tensors made by `prepare_image_files` or `preprocess`."""
         import torch
 
         batches = []
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start : start + self.batch_size]
-            pixels = torch.stack([self.preprocess(image.convert("RGB")) for image in chunk])
+        for start in range(0, len(pixels), self.batch_size):
+            batch = torch.stack(pixels[start : start + self.batch_size]).to(self.device)
             with torch.inference_mode():
-                batches.append(self.model.encode_image(pixels.to(self.device)).float().cpu())
+                batches.append(self.model.encode_image(batch).float().cpu())
         return _normalised(batches, settings.EMBEDDING_DIMENSIONS)
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
@@ -156,6 +175,14 @@ def _input_size(preprocess) -> int:
 
 _encoder: ClipEncoder | None = None
 _encoder_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+
+
+def _decoding_pool() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="decode")
+    return _pool
 
 
 def get_encoder() -> ClipEncoder:
@@ -198,11 +225,12 @@ def encode_texts(texts: list[str]) -> np.ndarray:
 def open_image_for_encoding(path, target_size: int | None = None) -> PILImage.Image:
     """Open an image file small and upright: JPEG draft decoding, then EXIF orientation.
 
-    Real photos are 12+ megapixels; decoding them at 1/2..1/8 scale is several times faster
-    and the model only sees a few hundred pixels anyway.
+    Real photos are 12+ megapixels; decoding them at 1/2..1/8 scale is faster and the model
+    only sees a few hundred pixels anyway.
     """
     size = target_size or (_encoder.image_size if _encoder else 256)
     image = PILImage.open(path)
-    image.draft("RGB", (size * 2, size * 2))
+    # draft() picks the smallest JPEG scale (1/2..1/8) still at least this size.
+    image.draft("RGB", (size, size))
     image = ImageOps.exif_transpose(image)
     return image.convert("RGB")

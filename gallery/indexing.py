@@ -21,8 +21,6 @@ from gallery.models import Image
 
 logger = logging.getLogger(__name__)
 
-QUEUE_NAME = "default"
-
 
 def enqueue_encoding(image_ids, *, force: bool = False) -> None:
     """Queue encoding of these images once the surrounding transaction commits."""
@@ -41,7 +39,7 @@ def enqueue_now(image_ids, *, force: bool = False) -> int:
     ids = list(image_ids)
     queued = 0
     try:
-        queue = django_rq.get_queue(QUEUE_NAME)
+        queue = django_rq.get_queue(settings.ENCODING_QUEUE)
         for start in range(0, len(ids), settings.ENCODE_BATCH_SIZE):
             chunk = ids[start : start + settings.ENCODE_BATCH_SIZE]
             queue.enqueue(encode_images_job, chunk, force=force)
@@ -69,13 +67,14 @@ def encode_images(image_ids, *, force: bool = False) -> dict[str, int]:
         if force or image.status != Image.Status.INDEXED or image.embedding_model != model_id
     ]
     failures: dict[int, str] = {}
-    loaded = []
-    for image in todo:
+    vectors = {}
+    if todo:
         try:
-            loaded.append((image, encoder.open_image_for_encoding(image.file.path)))
-        except Exception as error:  # any decoding problem is this image's alone
-            failures[image.pk] = f"Could not read the image file: {error}"
-    vectors = _encode_isolating_failures(loaded, failures)
+            clip = encoder.get_encoder()
+        except encoder.ModelWeightsUnavailable as error:
+            failures = {image.pk: str(error) for image in todo}
+        else:
+            vectors = _encode_isolating_failures(clip, todo, failures)
     now = timezone.now()
     with transaction.atomic():
         for image_pk, vector in vectors.items():
@@ -93,23 +92,27 @@ def encode_images(image_ids, *, force: bool = False) -> dict[str, int]:
     return {"indexed": len(vectors), "failed": len(failures), "skipped": len(images) - len(todo)}
 
 
-def _encode_isolating_failures(loaded, failures: dict[int, str]) -> dict:
-    """Encode as one batch; if that fails, image by image so only the culprit fails."""
-    if not loaded:
+def _encode_isolating_failures(clip, images, failures: dict[int, str]) -> dict:
+    """Encode as one batch; if the model fails on it, image by image so only the culprit fails."""
+    prepared = []
+    for image, pixels in zip(
+        images, clip.prepare_image_files([i.file.path for i in images]), strict=True
+    ):
+        if isinstance(pixels, Exception):
+            failures[image.pk] = f"Could not read the image file: {pixels}"
+        else:
+            prepared.append((image, pixels))
+    if not prepared:
         return {}
     try:
-        vectors = encoder.encode_images([picture for _, picture in loaded])
-        return {image.pk: vector for (image, _), vector in zip(loaded, vectors, strict=True)}
-    except encoder.ModelWeightsUnavailable as error:
-        for image, _ in loaded:
-            failures[image.pk] = str(error)
-        return {}
+        vectors = clip.encode_pixels([pixels for _, pixels in prepared])
+        return {image.pk: vector for (image, _), vector in zip(prepared, vectors, strict=True)}
     except Exception:
         logger.exception("Batch encoding failed; retrying image by image")
     vectors = {}
-    for image, picture in loaded:
+    for image, pixels in prepared:
         try:
-            vectors[image.pk] = encoder.encode_images([picture])[0]
+            vectors[image.pk] = clip.encode_pixels([pixels])[0]
         except Exception as error:
             failures[image.pk] = f"The model could not encode this image: {error}"
     return vectors
@@ -162,7 +165,7 @@ def indexing_progress() -> dict:
     progress["stale"] = images_to_reindex("stale").count()
     progress["model"] = encoder.configured_model_id()
     try:
-        progress["queued_jobs"] = django_rq.get_queue(QUEUE_NAME).count
+        progress["queued_jobs"] = django_rq.get_queue(settings.ENCODING_QUEUE).count
     except RedisError:
         progress["queued_jobs"] = None
     return progress

@@ -179,7 +179,7 @@ def validate_image(data: bytes, filename: str, notes: list[str]) -> ValidatedIma
     try:
         with PILImage.open(io.BytesIO(data)) as image:
             # Reduced-scale JPEG decoding still reads the whole stream, so truncation is caught.
-            image.draft("RGB", (settings.THUMBNAIL_SIZE * 2, settings.THUMBNAIL_SIZE * 2))
+            image.draft("RGB", (settings.THUMBNAIL_SIZE, settings.THUMBNAIL_SIZE))
             image.load()
             taken_at = _exif_taken_at(image)
             upright = ImageOps.exif_transpose(image)

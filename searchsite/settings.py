@@ -121,8 +121,10 @@ if not REDIS_URL:
         "REDIS_URL is not set. Run through `visual-search` or `manage.py`, which start an "
         "embedded Valkey server when it is unset, or set REDIS_URL=redis://host:6379/0."
     )
+ENCODING_QUEUE = env_str("ENCODING_QUEUE", "default")
 RQ_QUEUES = {
-    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": env_int("RQ_JOB_TIMEOUT", 600)},
+    name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": env_int("RQ_JOB_TIMEOUT", 600)}
+    for name in {"default", ENCODING_QUEUE}
 }
 RQ_SHOW_ADMIN_LINK = True
 

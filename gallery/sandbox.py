@@ -1,0 +1,127 @@
+"""An isolated library: a temporary database, media folder and queue on the same servers.
+
+Benchmarks and the evaluation command import data here, never into the user's library, and
+everything is dropped afterwards.
+"""
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import django_rq
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import override_settings
+from rq import Worker
+
+from searchsite.paths import PROJECT_DIR
+
+
+@dataclass
+class IsolatedLibrary:
+    database_name: str
+    media_root: Path
+    queue_name: str
+
+    def child_environment(self, **extra) -> dict[str, str]:
+        """Environment for a process (an RQ worker) that works on this library."""
+        env = dict(os.environ)
+        env.update(
+            DATABASE_URL=database_url(),
+            REDIS_URL=settings.REDIS_URL,
+            MEDIA_ROOT=str(self.media_root),
+            ENCODING_QUEUE=self.queue_name,
+            SECRET_KEY=settings.SECRET_KEY,
+            CLIP_MODEL=settings.CLIP_MODEL,
+            CLIP_PRETRAINED=settings.CLIP_PRETRAINED,
+            CLIP_WEIGHTS_FILE=settings.CLIP_WEIGHTS_FILE,
+            CLIP_RANDOM_SEED=str(settings.CLIP_RANDOM_SEED),
+            ENCODE_BATCH_SIZE=str(settings.ENCODE_BATCH_SIZE),
+        )
+        env.update(extra)
+        return env
+
+    @contextmanager
+    def worker(self, **extra_env):
+        """A real encoding worker process on this library's queue, ready when entered."""
+        queue = django_rq.get_queue(self.queue_name)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "searchsite",
+                "rqworker",
+                self.queue_name,
+                "--worker-class",
+                "gallery.worker.EncodingWorker",
+            ],
+            env=self.child_environment(**extra_env),
+            cwd=PROJECT_DIR,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            # The worker registers only after loading the model, so this waits for that too.
+            deadline = time.monotonic() + 300
+            while not Worker.all(queue=queue):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"The encoding worker did not start:\n{process.stderr.read().decode()}"
+                    )
+                time.sleep(0.1)
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def database_url() -> str:
+    """A URL for the database the default connection uses now."""
+    params = connection.settings_dict
+    host = params["HOST"] or ""
+    if host.startswith("/"):
+        host = quote(host, safe="")
+    port = f":{params['PORT']}" if params["PORT"] else ""
+    password = f":{quote(str(params['PASSWORD']), safe='')}" if params["PASSWORD"] else ""
+    return f"postgresql://{quote(params['USER'], safe='')}{password}@{host}{port}/{params['NAME']}"
+
+
+@contextmanager
+def isolated_library(label: str):
+    """Create a fresh migrated database, media folder and queue; drop them all on exit."""
+    name = f"vs_{label}_{os.getpid()}_{secrets.token_hex(3)}"
+    with connection.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    original_name = connection.settings_dict["NAME"]
+    connection.close()
+    connection.settings_dict["NAME"] = name
+    media_root = Path(tempfile.mkdtemp(prefix=f"visual-search-{label}-"))
+    queues = {**settings.RQ_QUEUES, name: settings.RQ_QUEUES["default"]}
+    try:
+        with override_settings(MEDIA_ROOT=media_root, ENCODING_QUEUE=name, RQ_QUEUES=queues):
+            call_command("migrate", verbosity=0, interactive=False)
+            try:
+                yield IsolatedLibrary(name, media_root, name)
+            finally:
+                queue = django_rq.get_queue(name)
+                queue.empty()
+                queue.delete(delete_jobs=True)
+    finally:
+        connection.close()
+        connection.settings_dict["NAME"] = original_name
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        shutil.rmtree(media_root, ignore_errors=True)
