@@ -60,6 +60,13 @@
           ? (result.created ? "Uploaded; indexing " + result.image.status + "." : "Already in the library.")
           : result.error;
         finish(row, result.ok, message, result.notes);
+        if (result.image && result.image.thumbnail_url) {
+          const thumbnail = document.createElement("img");
+          thumbnail.className = "thumb";
+          thumbnail.alt = "";
+          thumbnail.src = result.image.thumbnail_url;
+          row.prepend(thumbnail);
+        }
       } else if (body && body.errors) {
         const messages = Object.values(body.errors).flat().map(function (e) { return e.message; });
         finish(row, false, messages.join(" "));
