@@ -102,7 +102,7 @@ def ingest_image(
     """Add one image (or merge tags into the identical image already stored)."""
     result = IngestResult(filename=filename)
     try:
-        _check_size(len(data))
+        check_upload_size(len(data))
         sha256 = hashlib.sha256(data).hexdigest()
         existing = Image.objects.filter(sha256=sha256).first()
         if existing is None:
@@ -127,7 +127,7 @@ def ingest_image(
     return result
 
 
-def _check_size(size: int) -> None:
+def check_upload_size(size: int) -> None:
     if size == 0:
         raise RejectedImage("The file is empty (0 bytes).")
     if size > settings.MAX_UPLOAD_BYTES:

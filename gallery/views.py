@@ -1,15 +1,20 @@
 """Thin views: parse the request, call one selector or service, render."""
 
+from urllib.parse import urlencode
+
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import JsonResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from gallery import health, ingest
-from gallery.forms import UploadForm
+from gallery import health, ingest, search
+from gallery.forms import SearchForm, UploadForm
 from gallery.models import Image
+from gallery.query import SYNTAX_HELP
 
 GALLERY_PAGE_SIZE = 48
 
@@ -18,6 +23,11 @@ def gallery(request):
     images = Image.objects.prefetch_related("tags")
     page = Paginator(images, GALLERY_PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "gallery/gallery.html", {"page": page})
+
+
+def image_detail(request, pk: int):
+    image = get_object_or_404(Image.objects.prefetch_related("tags"), pk=pk)
+    return render(request, "gallery/image_detail.html", {"image": image})
 
 
 def healthz(request):
@@ -52,12 +62,12 @@ def upload(request):
         caption=form.cleaned_data["caption"],
     )
     if _wants_json(request):
-        return JsonResponse({"results": [_result_json(result) for result in results]})
+        return JsonResponse({"results": [_upload_result_json(result) for result in results]})
     context = {"form": UploadForm(), "results": results, **limits}
     return render(request, "gallery/upload.html", context)
 
 
-def _result_json(result: ingest.IngestResult) -> dict:
+def _upload_result_json(result: ingest.IngestResult) -> dict:
     data = {
         "filename": result.filename,
         "ok": result.ok,
@@ -72,3 +82,118 @@ def _result_json(result: ingest.IngestResult) -> dict:
             "status": result.image.status,
         }
     return data
+
+
+# -- search ----------------------------------------------------------------------------------
+
+
+def _search(form: SearchForm) -> tuple[search.SearchResults, str]:
+    """Run a valid form's search; returns the results and the query image's token, if any."""
+    token = form.cleaned_data["image_token"]
+    vector = None
+    if form.cleaned_data["image"] is not None:
+        vector = search.query_image_vector(form.cleaned_data["image"].read())
+        token = search.remember_query_image(vector)
+    elif token:
+        vector = search.recall_query_image(token)
+    return search.search_images(form.search_request(image_vector=vector)), token
+
+
+def _paging_query(form: SearchForm, token: str, page: int) -> str:
+    params = {
+        name: value
+        for name, value in form.data.items()
+        if name not in {"page", "image", "image_token", "csrfmiddlewaretoken"} and value
+    }
+    if token:
+        params["image_token"] = token
+    params["page"] = page
+    return urlencode(params)
+
+
+@require_http_methods(["GET", "POST"])
+def search_page(request):
+    form = SearchForm(
+        request.POST if request.method == "POST" else request.GET or None, request.FILES or None
+    )
+    context = {"form": form, "syntax_help": SYNTAX_HELP}
+    if not form.is_bound:
+        return render(request, "gallery/search.html", context)
+    if not form.is_valid():
+        return render(request, "gallery/search.html", context, status=400)
+    if form.is_blank():
+        form.add_error("q", "Type something to search for, or give a query image.")
+        return render(request, "gallery/search.html", context, status=400)
+    try:
+        results, token = _search(form)
+    except search.SearchError as error:
+        form.add_error(error.parameter if error.parameter in form.fields else None, str(error))
+        return render(request, "gallery/search.html", context, status=400)
+    if request.method == "POST":
+        # Paging and sharing use GET; the uploaded image is remembered by its token.
+        return redirect(reverse("search") + "?" + _paging_query(form, token, results.page))
+    context.update(
+        results=results,
+        previous_query=_paging_query(form, token, results.page - 1) if results.page > 1 else "",
+        next_query=_paging_query(form, token, results.page + 1) if results.has_next else "",
+        query_image_token=token,
+    )
+    return render(request, "gallery/search.html", context)
+
+
+def _api_error(parameter: str, message: str) -> JsonResponse:
+    return JsonResponse({"error": {"parameter": parameter, "message": message}}, status=400)
+
+
+@csrf_exempt  # a read-only query endpoint, used by scripts without a session
+@require_http_methods(["GET", "POST"])
+def api_search(request):
+    form = SearchForm(request.GET if request.method == "GET" else request.POST, request.FILES)
+    if not form.is_valid():
+        return _api_error(*form.first_error())
+    if form.is_blank():
+        return _api_error("q", "Give q (text), like (an image id) or an image file.")
+    try:
+        results, token = _search(form)
+    except search.SearchError as error:
+        return _api_error(error.parameter, str(error))
+    base = request.build_absolute_uri(reverse("api_search")) + "?"
+    return JsonResponse(
+        {
+            "results": [_hit_json(request, hit) for hit in results.hits],
+            "page": results.page,
+            "page_size": results.page_size,
+            "has_next": results.has_next,
+            "next": base + _paging_query(form, token, results.page + 1)
+            if results.has_next
+            else None,
+            "previous": base + _paging_query(form, token, results.page - 1)
+            if results.page > 1
+            else None,
+            "image_token": token or None,
+            "best_score": results.best_score,
+            "confident": results.confident,
+            "confidence_threshold": results.confidence_threshold,
+            "message": results.empty_reason
+            or ("" if results.confident or not results.hits else "No confident match."),
+        }
+    )
+
+
+def _hit_json(request, hit: search.Hit) -> dict:
+    image = hit.image
+    return {
+        "id": image.pk,
+        "score": round(hit.score, 4),
+        "caption": image.caption,
+        "tags": hit.tag_names,
+        "taken_at": image.taken_at.isoformat(),
+        "uploaded_at": image.uploaded_at.isoformat(),
+        "width": image.width,
+        "height": image.height,
+        "thumbnail_url": request.build_absolute_uri(image.thumbnail.url)
+        if image.thumbnail
+        else None,
+        "original_url": request.build_absolute_uri(image.file.url),
+        "detail_url": request.build_absolute_uri(reverse("image_detail", args=[image.pk])),
+    }

@@ -163,6 +163,29 @@ CLIP_MODEL_CACHE_DIR = env_str("CLIP_MODEL_CACHE_DIR") or None
 EMBEDDING_DIMENSIONS = 512
 ENCODE_BATCH_SIZE = env_int("ENCODE_BATCH_SIZE", 32)
 
+# --- Search (defaults chosen from bench_search; see README) ---
+SEARCH_EF_SEARCH = env_int("SEARCH_EF_SEARCH", 100)
+SEARCH_MAX_SCAN_TUPLES = env_int("SEARCH_MAX_SCAN_TUPLES", 20000)
+# Up to this many indexed images an exact scan is both fast and perfect, so the index is not used.
+SEARCH_EXACT_MAX_ROWS = env_int("SEARCH_EXACT_MAX_ROWS", 20000)
+SEARCH_PAGE_SIZE = env_int("SEARCH_PAGE_SIZE", 24)
+SEARCH_MAX_PAGE_SIZE = 100
+# Sorting by date orders the most relevant hits (at most this many) by when they were taken.
+SEARCH_DATE_SORT_POOL = env_int("SEARCH_DATE_SORT_POOL", 500)
+# Below these cosine similarities a best match is reported as "no confident match".
+SEARCH_TEXT_CONFIDENCE = float(env_str("SEARCH_TEXT_CONFIDENCE", "0.2"))
+SEARCH_IMAGE_CONFIDENCE = float(env_str("SEARCH_IMAGE_CONFIDENCE", "0.6"))
+TEXT_VECTOR_CACHE_SIZE = env_int("TEXT_VECTOR_CACHE_SIZE", 2048)
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "visual-search",
+        "TIMEOUT": 7 * 24 * 3600,
+    }
+}
+
 # --- Uploads ---
 MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 25 * 1024 * 1024)
 MAX_IMAGE_PIXELS = env_int("MAX_IMAGE_PIXELS", 90_000_000)

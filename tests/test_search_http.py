@@ -1,0 +1,164 @@
+"""The search page and GET/POST /api/search over HTTP, end to end from upload to results."""
+
+import numpy as np
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from gallery import encoder, indexing
+from gallery.ingest import ingest_image
+from gallery.models import Image
+from tests.images import distinct_images, image_bytes
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def indexed_images(media_root):
+    images = [
+        ingest_image(
+            data=data,
+            filename=f"photo{n}.png",
+            tag_names=["odd" if n % 2 else "even"],
+            caption=f"photo {n}",
+            enqueue=False,
+        ).image
+        for n, data in enumerate(distinct_images(30))
+    ]
+    indexing.encode_images([image.pk for image in images])
+    return images
+
+
+def stored_vector(image) -> np.ndarray:
+    return np.asarray(Image.objects.get(pk=image.pk).embedding, dtype=np.float32)
+
+
+def test_upload_then_worker_then_text_search_finds_the_image(
+    client, django_user_model, media_root, queue, run_burst_worker
+):
+    client.force_login(django_user_model.objects.create_user("di", password="pw-long-enough-3"))
+    data = image_bytes(size=(500, 400), fmt="JPEG", pattern=41)
+    client.post(reverse("upload"), {"files": [SimpleUploadedFile("bike.jpg", data)]})
+    run_burst_worker()
+    response = client.get(reverse("api_search"), {"q": "a red bicycle leaning on a wall"})
+    assert response.status_code == 200
+    (hit,) = response.json()["results"]
+    image = Image.objects.get()
+    assert hit["id"] == image.pk
+    expected = float(
+        encoder.encode_texts(["a red bicycle leaning on a wall"])[0] @ stored_vector(image)
+    )
+    assert hit["score"] == pytest.approx(expected, abs=1e-4)
+    assert hit["original_url"].endswith(image.file.url)
+    assert client.get(hit["thumbnail_url"]).status_code == 200
+
+
+def test_api_returns_scored_results_with_tags_dates_and_working_paging_links(
+    client, indexed_images
+):
+    response = client.get(
+        reverse("api_search"), {"q": "photo", "tags_any": "even", "page_size": 10}
+    )
+    body = response.json()
+    assert response.status_code == 200
+    assert len(body["results"]) == 10 and body["has_next"] and body["previous"] is None
+    assert all(result["tags"] == ["even"] for result in body["results"])
+    scores = [result["score"] for result in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+    second = client.get(body["next"]).json()
+    assert len(second["results"]) == 5 and not second["has_next"]
+    assert {r["id"] for r in body["results"]}.isdisjoint(r["id"] for r in second["results"])
+    assert second["previous"] and "page=1" in second["previous"]
+    assert body["results"][0]["taken_at"]
+
+
+def test_api_post_with_an_image_file_searches_by_that_image(client, indexed_images):
+    target = indexed_images[7]
+    with open(target.file.path, "rb") as original:
+        response = client.post(
+            reverse("api_search"),
+            {"image": SimpleUploadedFile("query.png", original.read()), "page_size": 3},
+        )
+    body = response.json()
+    assert response.status_code == 200
+    assert body["results"][0]["id"] == target.pk
+    assert body["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+    token = body["image_token"]
+    # The paging link carries the image token, so later pages need no upload.
+    follow = client.get(body["next"]).json()
+    assert follow["page"] == 2 and token in body["next"]
+    assert len(follow["results"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("params", "parameter", "message"),
+    [
+        ({"q": "dog", "min_score": "high"}, "min_score", "Enter a number."),
+        ({"q": "dog", "min_score": "2"}, "min_score", "less than or equal to 1"),
+        ({"q": "dog", "after": "yesterday"}, "after", "Enter a valid date."),
+        ({"q": "dog", "after": "2024-05-01", "before": "2024-01-01"}, "after", "reversed"),
+        ({"q": "dog", "sort": "random"}, "sort", "Select a valid choice."),
+        ({"q": "dog", "page": "0"}, "page", "greater than or equal to 1"),
+        ({"q": "dog", "page_size": "500"}, "page_size", "less than or equal to 100"),
+        ({"q": "dog", "tags_all": "nosuch"}, "tags_all", "There is no tag named 'nosuch'."),
+        ({"q": "+ + -"}, "q", "must be followed by words"),
+        ({"q": "x" * 10_000}, "q", "the limit is 1,000"),
+        ({}, "q", "Give q (text), like (an image id) or an image file."),
+        ({"like": "999999"}, "like", "There is no image 999999."),
+        ({"image_token": "expired0token"}, "image", "has expired"),
+    ],
+)
+def test_api_rejects_bad_parameters_with_400_naming_the_parameter(
+    client, indexed_images, params, parameter, message
+):
+    response = client.get(reverse("api_search"), params)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["parameter"] == parameter
+    assert message in error["message"]
+
+
+def test_api_rejects_a_query_image_that_is_not_an_image(client, indexed_images):
+    response = client.post(
+        reverse("api_search"), {"image": SimpleUploadedFile("x.jpg", b"not an image")}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["parameter"] == "image"
+    assert "not an image file" in response.json()["error"]["message"]
+
+
+def test_search_page_shows_results_with_scores_and_more_like_this(client, indexed_images):
+    page = client.get(reverse("search"), {"q": "photo", "tags_any": "odd"}).content.decode()
+    assert page.count('class="card"') == 15
+    assert f"?like={indexed_images[1].pk}" in page
+    assert 'class="score"' in page
+    detail = client.get(reverse("image_detail", args=[indexed_images[1].pk])).content.decode()
+    assert "More like this" in detail and "photo 1" in detail
+
+
+def test_search_page_explains_empty_results_and_weak_matches(client, indexed_images, settings):
+    page = client.get(reverse("search"), {"q": "photo", "tags_all": "odd, even"}).content.decode()
+    assert "No image passes the tags that must all be present" in page
+    settings.SEARCH_TEXT_CONFIDENCE = 1.0
+    page = client.get(reverse("search"), {"q": "photo"}).content.decode()
+    assert "No confident match" in page
+    bad = client.get(reverse("search"), {"q": "3:"})
+    assert bad.status_code == 400 and "The weight 3 has no words after it." in bad.content.decode()
+
+
+def test_search_page_image_upload_redirects_to_a_pageable_address(client, indexed_images):
+    with open(indexed_images[3].file.path, "rb") as original:
+        response = client.post(
+            reverse("search"),
+            {"image": SimpleUploadedFile("q.png", original.read()), "page_size": "5"},
+        )
+    assert response.status_code == 302 and "image_token=" in response["Location"]
+    page = client.get(response["Location"])
+    assert page.status_code == 200
+    assert page.content.decode().count('class="card"') == 5
+    assert "the uploaded image" in page.content.decode()
+
+
+def test_gallery_links_to_more_like_this_for_indexed_images(client, indexed_images):
+    page = client.get(reverse("gallery")).content.decode()
+    assert f"/search/?like={indexed_images[0].pk}" in page
