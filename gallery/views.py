@@ -10,6 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
+from django.views.static import serve
 
 from gallery import health, ingest, search
 from gallery.forms import SearchForm, UploadForm
@@ -28,6 +29,14 @@ def gallery(request):
 def image_detail(request, pk: int):
     image = get_object_or_404(Image.objects.prefetch_related("tags"), pk=pk)
     return render(request, "gallery/image_detail.html", {"image": image})
+
+
+def serve_media(request, path: str):
+    """Originals and thumbnails, served by Django so `up` needs no other web server."""
+    response = serve(request, path, document_root=settings.MEDIA_ROOT)
+    # Files are named by their content hash: a name never points at other bytes.
+    response["Cache-Control"] = "public, max-age=31536000, immutable"
+    return response
 
 
 def healthz(request):

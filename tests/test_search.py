@@ -1,7 +1,6 @@
 """Search on real PostgreSQL + pgvector with known vectors, checked against exact numpy ranking."""
 
-from datetime import date, datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from gallery.search import SearchError, SearchRequest, search_images
 COUNT = 2000
 RARE_EVERY = 100  # 1 % of images carry the tag "rare"
 COMMON_EVERY = 10  # 10 % carry "common"
-FIRST_DAY = datetime(2020, 1, 1, tzinfo=dt_timezone.utc)
+FIRST_DAY = datetime(2020, 1, 1, tzinfo=UTC)
 
 
 def clustered_unit_vectors(count: int, seed: int, clusters: int = 40) -> np.ndarray:
