@@ -146,3 +146,282 @@ def format_table(headers: list[str], rows: list[list]) -> str:
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+# -- search ----------------------------------------------------------------------------------
+
+HNSW_INDEX = "image_embedding_hnsw_cosine"
+HALFVEC_INDEX = "bench_embedding_hnsw_halfvec"
+
+
+def clustered_unit_vectors(count: int, seed: int, clusters: int = 100) -> np.ndarray:
+    """Synthetic embeddings: points around random centres, like photos of recurring subjects."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(12345).normal(size=(clusters, 512))
+    chunks = []
+    for start in range(0, count, 50_000):
+        size = min(50_000, count - start)
+        block = centres[rng.integers(0, clusters, size)] + rng.normal(scale=0.8, size=(size, 512))
+        chunks.append((block / np.linalg.norm(block, axis=1, keepdims=True)).astype(np.float32))
+    return np.concatenate(chunks)
+
+
+def load_vectors(vectors: np.ndarray, model_id: str) -> list[int]:
+    """COPY vectors into the (isolated) library as indexed images; returns their ids in order.
+
+    Every 100th image gets the tag "one-percent" and every 10th "ten-percent".
+    """
+    from django.db import connection
+    from pgvector.psycopg import register_vector
+
+    connection.ensure_connection()
+    raw = connection.connection
+    register_vector(raw)
+    with raw.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE bench_vectors (n integer, embedding vector(512))")
+        with cursor.copy(
+            "COPY bench_vectors (n, embedding) FROM STDIN WITH (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["int4", "vector"])
+            for number, vector in enumerate(vectors):
+                copy.write_row([number, vector])
+        cursor.execute(
+            """
+            INSERT INTO gallery_image (file, thumbnail, sha256, original_filename, width, height,
+                format, byte_size, caption, uploaded_at, taken_at, status, status_error,
+                embedding, embedding_model, indexed_at)
+            SELECT 'originals/' || n || '.jpg', '', lpad(to_hex(n), 64, '0'), '', 1, 1, 'JPEG',
+                1, '', now(), timestamptz '2015-01-01' + n * interval '1 hour', 'indexed', '',
+                embedding, %s, now()
+            FROM bench_vectors ORDER BY n
+            """,
+            [model_id],
+        )
+        cursor.execute("SELECT id FROM gallery_image ORDER BY sha256")
+        ids = [row[0] for row in cursor.fetchall()]
+        for name, every in (("one-percent", 100), ("ten-percent", 10)):
+            cursor.execute("INSERT INTO gallery_tag (name) VALUES (%s) RETURNING id", [name])
+            tag_id = cursor.fetchone()[0]
+            cursor.execute(
+                "INSERT INTO gallery_image_tags (image_id, tag_id) "
+                "SELECT id, %s FROM gallery_image WHERE ('x' || right(sha256, 8))::bit(32)::int "
+                "%% %s = 0",
+                [tag_id, every],
+            )
+        cursor.execute("DROP TABLE bench_vectors")
+    raw.commit()
+    return ids
+
+
+def build_index(sql: str, name: str) -> dict:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        started = time.perf_counter()
+        cursor.execute(sql)
+        seconds = time.perf_counter() - started
+        cursor.execute("SELECT pg_relation_size(%s)", [name])
+        size = cursor.fetchone()[0]
+    return {"build_seconds": round(seconds, 1), "size_mb": round(size / 2**20, 1)}
+
+
+def _percentile(values, q) -> float:
+    return round(float(np.percentile(values, q)), 2)
+
+
+def measure_search(
+    queries, expected, *, ef: int | None, exact: bool = False, filters: dict | None = None
+) -> dict:
+    """Recall@10 and database latency of the product's own search statement."""
+    from gallery.search import SearchRequest, search_images
+
+    recalls, latencies, returned = [], [], []
+    overrides = {} if ef is None else {"SEARCH_EF_SEARCH": ef}
+    with override_settings(**overrides):
+        search_images(SearchRequest(image_vector=queries[0], page_size=10), exact=exact)  # warm
+        for query, truth in zip(queries, expected, strict=True):
+            results = search_images(
+                SearchRequest(image_vector=query, page_size=10, **(filters or {})), exact=exact
+            )
+            found = [hit.image.pk for hit in results.hits]
+            returned.append(len(found))
+            recalls.append(len(set(found) & set(truth)) / len(truth))
+            latencies.append(results.database_ms)
+    return {
+        "recall_at_10": round(float(np.mean(recalls)), 4),
+        "p50_ms": _percentile(latencies, 50),
+        "p95_ms": _percentile(latencies, 95),
+        "mean_rows_returned": round(float(np.mean(returned)), 2),
+        "min_rows_returned": int(np.min(returned)),
+    }
+
+
+def measure_halfvec(queries, expected, ef: int) -> dict:
+    """The same top-10 query against the halfvec expression index (not the product path)."""
+    from django.db import connection, transaction
+
+    recalls, latencies = [], []
+    for query, truth in zip(queries, expected, strict=True):
+        literal = "[" + ",".join(f"{v:.7g}" for v in query.tolist()) + "]"
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(ef)])
+            started = time.perf_counter()
+            cursor.execute(
+                "SELECT id FROM gallery_image ORDER BY embedding::halfvec(512) <=> "
+                "%s::halfvec(512) LIMIT 10",
+                [literal],
+            )
+            found = [row[0] for row in cursor.fetchall()]
+            latencies.append((time.perf_counter() - started) * 1000)
+        recalls.append(len(set(found) & set(truth)) / len(truth))
+    return {
+        "recall_at_10": round(float(np.mean(recalls)), 4),
+        "p50_ms": _percentile(latencies, 50),
+        "p95_ms": _percentile(latencies, 95),
+    }
+
+
+def measure_http(library, model: str, requests: int = 20) -> dict:
+    """End-to-end latency of GET /search under gunicorn, uncached and cached text queries."""
+    import socket
+    import subprocess
+    import sys
+    import urllib.parse
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = library.child_environment(
+        CLIP_MODEL=model, CLIP_PRETRAINED="random", SEARCH_EXACT_MAX_ROWS="0"
+    )
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "searchsite.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--timeout",
+            "300",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}/api/search?"
+
+    def get(text: str) -> float:
+        started = time.perf_counter()
+        with urllib.request.urlopen(base + urllib.parse.urlencode({"q": text}), timeout=120) as r:
+            r.read()
+        return (time.perf_counter() - started) * 1000
+
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                get("warm up the model")
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("gunicorn did not start for the HTTP benchmark") from None
+                time.sleep(0.5)
+        uncached = [get(f"a photo of object number {n} on a table") for n in range(requests)]
+        cached = [get("a photo of object number 0 on a table") for _ in range(requests)]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return {
+        "uncached_p50_ms": _percentile(uncached, 50),
+        "uncached_p95_ms": _percentile(uncached, 95),
+        "cached_p50_ms": _percentile(cached, 50),
+        "cached_p95_ms": _percentile(cached, 95),
+    }
+
+
+def run_search_benchmark(
+    *,
+    count: int,
+    ef_values: list[int],
+    query_count: int,
+    model: str,
+    m: int,
+    ef_construction: int,
+    http: bool,
+    progress=print,
+) -> dict:
+    from django.db import connection
+
+    from gallery import models as gallery_models
+
+    model_id = encoder.ModelSpec(name=model, pretrained=encoder.RANDOM_WEIGHTS).model_id
+    figures = {"count": count, "m": m, "ef_construction": ef_construction, "model": model_id}
+    overrides = dict(CLIP_MODEL=model, CLIP_PRETRAINED=encoder.RANDOM_WEIGHTS, CLIP_WEIGHTS_FILE="")
+    with override_settings(**overrides), sandbox.isolated_library("benchsearch") as library:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP INDEX {HNSW_INDEX}")
+        progress(f"Generating and loading {count:,} vectors with COPY...")
+        vectors = clustered_unit_vectors(count, seed=1)
+        started = time.perf_counter()
+        ids = np.array(load_vectors(vectors, model_id))
+        figures["load_seconds"] = round(time.perf_counter() - started, 1)
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")
+        progress("Building the HNSW index (vector)...")
+        figures["vector_index"] = build_index(
+            f"CREATE INDEX {HNSW_INDEX} ON gallery_image USING hnsw (embedding vector_cosine_ops) "
+            f"WITH (m = {m}, ef_construction = {ef_construction})",
+            HNSW_INDEX,
+        )
+        progress("Building the HNSW index (halfvec)...")
+        figures["halfvec_index"] = build_index(
+            f"CREATE INDEX {HALFVEC_INDEX} ON gallery_image USING hnsw "
+            f"((embedding::halfvec(512)) halfvec_cosine_ops) "
+            f"WITH (m = {m}, ef_construction = {ef_construction})",
+            HALFVEC_INDEX,
+        )
+        queries = clustered_unit_vectors(query_count, seed=2)
+        scores = queries @ vectors.T
+        truth = [list(ids[np.argsort(-row)[:10]]) for row in scores]
+        progress("Measuring recall and latency per ef_search...")
+        figures["ef_search"] = [
+            {"ef_search": ef, **measure_search(queries, truth, ef=ef)} for ef in ef_values
+        ]
+        figures["exact_scan"] = measure_search(queries[:10], truth[:10], ef=None, exact=True)
+        shipped = gallery_models_default_ef()
+        figures["halfvec"] = {"ef_search": shipped, **measure_halfvec(queries, truth, shipped)}
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP INDEX {HALFVEC_INDEX}")
+        figures["filtered"] = []
+        for tag, every in (("one-percent", 100), ("ten-percent", 10)):
+            mask = np.array([int(f"{n:064x}"[-8:], 16) % every == 0 for n in range(count)])
+            filtered_truth = []
+            for row in scores:
+                order = np.argsort(-row)
+                filtered_truth.append(list(ids[order[mask[order]]][:10]))
+            progress(f"Measuring filtered queries ({tag})...")
+            figures["filtered"].append(
+                {
+                    "selectivity": tag,
+                    "matching_rows": int(mask.sum()),
+                    **measure_search(
+                        queries, filtered_truth, ef=shipped, filters={"tags_any": [tag]}
+                    ),
+                }
+            )
+        if http:
+            progress("Measuring end-to-end HTTP latency under gunicorn...")
+            figures["http"] = measure_http(library, model)
+        figures["shipped_ef_search"] = shipped
+        figures["hnsw_m"] = gallery_models.HNSW_M
+    return figures
+
+
+def gallery_models_default_ef() -> int:
+    from django.conf import settings
+
+    return settings.SEARCH_EF_SEARCH

@@ -79,6 +79,7 @@ class SearchResults:
     confidence_threshold: float = 0.0
     empty_reason: str = ""
     strategy: str = ""
+    database_ms: float = 0.0
 
     @property
     def confident(self) -> bool:
@@ -267,7 +268,7 @@ WITH candidates AS MATERIALIZED (
     ORDER BY distance
     LIMIT %(pool)s
 )
-SELECT i.*, 1 - c.distance AS score,
+SELECT {columns}, 1 - c.distance AS score,
        (SELECT count(*) FROM candidates) AS candidate_count,
        (SELECT 1 - min(distance) FROM candidates) AS best_score,
        ARRAY(SELECT tag.name FROM gallery_tag tag
@@ -278,6 +279,10 @@ WHERE c.distance <= %(max_distance)s
 ORDER BY {order}
 LIMIT %(limit)s OFFSET %(offset)s
 """
+# Every column but the vector, which the page never shows and which costs ~0.2 ms a row to parse.
+RESULT_COLUMNS = ", ".join(
+    f"i.{field.column}" for field in Image._meta.concrete_fields if field.name != "embedding"
+)
 ORDERS = {
     # "+ 0" makes PostgreSQL sort the materialized rows again (strict order after relaxed scan).
     "relevance": "c.distance + 0, c.id",
@@ -357,15 +362,19 @@ def search_images(request: SearchRequest, *, exact: bool | None = None) -> Searc
         offset=offset,
         max_distance=2.0 if request.min_score is None else 1 - request.min_score,
     )
-    sql = SEARCH_SQL.format(conditions=" AND ".join(conditions), order=ORDERS[request.sort])
+    sql = SEARCH_SQL.format(
+        columns=RESULT_COLUMNS, conditions=" AND ".join(conditions), order=ORDERS[request.sort]
+    )
     if exact is None:
         exact = use_exact_scan()
+    started = time.perf_counter()
     rows = _run(sql, params, exact=exact)
     if not exact and _scan_fell_short(rows, pool):
         # The index ran out of scan budget before finding enough rows that pass the filters:
         # answer exactly instead of returning a short page.
         exact = True
         rows = _run(sql, params, exact=True)
+    database_ms = (time.perf_counter() - started) * 1000
     threshold = settings.SEARCH_IMAGE_CONFIDENCE if has_image else settings.SEARCH_TEXT_CONFIDENCE
     results = SearchResults(
         hits=[Hit(image=row, score=float(row.score)) for row in rows[: request.page_size]],
@@ -375,6 +384,7 @@ def search_images(request: SearchRequest, *, exact: bool | None = None) -> Searc
         best_score=float(rows[0].best_score) if rows else None,
         confidence_threshold=threshold,
         strategy="exact" if exact else "hnsw",
+        database_ms=database_ms,
     )
     if not results.hits:
         results.empty_reason = explain_empty(request, filters, vector)
