@@ -5,9 +5,11 @@ from django.db import models
 from django.db.models.functions import Lower
 from pgvector.django import HnswIndex, VectorField
 
-# HNSW build parameters; chosen from bench_search measurements (see README).
+# HNSW build parameters, chosen with bench_search at 100k vectors (see README): with
+# ef_construction 128 instead of 64 the build takes 33 s instead of 24 s, and ef_search 200
+# reaches recall@10 1.0 instead of 0.98-0.99.
 HNSW_M = 16
-HNSW_EF_CONSTRUCTION = 64
+HNSW_EF_CONSTRUCTION = 128
 
 
 class Tag(models.Model):

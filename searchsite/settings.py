@@ -164,7 +164,7 @@ EMBEDDING_DIMENSIONS = 512
 ENCODE_BATCH_SIZE = env_int("ENCODE_BATCH_SIZE", 32)
 
 # --- Search (defaults chosen from bench_search; see README) ---
-SEARCH_EF_SEARCH = env_int("SEARCH_EF_SEARCH", 100)
+SEARCH_EF_SEARCH = env_int("SEARCH_EF_SEARCH", 200)
 SEARCH_MAX_SCAN_TUPLES = env_int("SEARCH_MAX_SCAN_TUPLES", 20000)
 # Up to this many images an exact scan is perfect and still fast (~7 ms at 2,000 rows, 15 ms at
 # 5,000, measured here), so the index is not used.

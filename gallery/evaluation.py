@@ -1,0 +1,321 @@
+"""`evaluate`: retrieval quality on a labelled dataset, in an isolated library.
+
+The dataset is imported and encoded through the product's own ingest and indexing services
+into a temporary database, every query runs through `search_images` (the search page's SQL),
+and CLIP search is compared with a keyword baseline (PostgreSQL full-text search) and their
+reciprocal rank fusion, and with itself through the HNSW index and exactly.
+"""
+
+import random
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.test.utils import override_settings
+from tqdm import tqdm
+
+from gallery import datasets, encoder, indexing, metrics, sandbox, search
+from gallery.ingest import ingest_image
+from gallery.models import Image
+
+PROMPT_TEMPLATE = "a photo of a {}."
+# A subset of CLIP's ImageNet prompt ensemble (Radford et al. 2021).
+PROMPT_ENSEMBLE = [
+    "a photo of a {}.",
+    "a bad photo of a {}.",
+    "a photo of the large {}.",
+    "a photo of the small {}.",
+    "a close-up photo of a {}.",
+    "a drawing of a {}.",
+    "a cartoon {}.",
+    "a rendering of a {}.",
+    "itap of a {}.",
+    "a photo of my {}.",
+]
+METHODS = ("clip-hnsw", "clip-exact", "keyword", "hybrid")
+
+
+@dataclass
+class EvaluationConfig:
+    dataset: str
+    format: str = "auto"
+    model: str = ""
+    pretrained: str = ""
+    weights_file: str = ""
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10])
+    depth: int = 1000
+    max_queries: int = 300
+    limit_per_class: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class Query:
+    query_set: str
+    text: str = ""
+    image_id: int | None = None
+    relevant: set[int] = field(default_factory=set)
+
+
+def run_evaluation(config: EvaluationConfig, *, report_dir: Path | None = None) -> dict:
+    """Import, encode, query and score; returns every figure the command prints and reports.
+
+    The HTML report is written before the isolated library (and its thumbnails) is dropped.
+    """
+    model = {
+        "CLIP_MODEL": config.model or settings.CLIP_MODEL,
+        "CLIP_PRETRAINED": config.pretrained or settings.CLIP_PRETRAINED,
+        "CLIP_WEIGHTS_FILE": config.weights_file
+        if config.weights_file
+        else ("" if config.model or config.pretrained else settings.CLIP_WEIGHTS_FILE),
+    }
+    with tempfile.TemporaryDirectory(prefix="visual-search-eval-") as workdir:
+        # Read the dataset first: a bad path fails before any database is created.
+        dataset = datasets.load_dataset(
+            config.dataset,
+            format=config.format,
+            limit_per_class=config.limit_per_class,
+            workdir=Path(workdir),
+        )
+        with override_settings(**model), sandbox.isolated_library("eval") as library:
+            labels, captions, duplicates = import_dataset(dataset)
+            encode_all(list(labels))
+            queries = build_queries(dataset, labels, captions, config)
+            rankings = run_queries(queries, config.depth)
+            figures = {
+                "model": encoder.configured_model_id(),
+                "weights": model["CLIP_WEIGHTS_FILE"] or model["CLIP_PRETRAINED"],
+                "dataset": {
+                    "name": dataset.name,
+                    "source": config.dataset,
+                    "images": len(labels),
+                    "duplicates_skipped": duplicates,
+                    "classes": len(dataset.classes),
+                },
+                "ks": config.ks,
+                "depth": config.depth,
+                "query_sets": score_queries(queries, rankings, config.ks),
+                "zero_shot": zero_shot(labels, dataset.classes),
+                "per_query_average_precision": per_query_scores(queries, rankings),
+            }
+            if report_dir is not None:
+                from gallery import report
+
+                examples = example_rankings(queries, rankings, labels, library.media_root)
+                figures["report"] = str(report.write_report(figures, examples, report_dir))
+            return figures
+
+
+def import_dataset(dataset):
+    """Ingest every item; returns {image id: label}, {image id: caption}, duplicates skipped."""
+    labels, captions, duplicates = {}, {}, 0
+    for item in tqdm(dataset.items, desc="Importing", unit="image"):
+        result = ingest_image(
+            data=item.path.read_bytes(),
+            filename=item.path.name,
+            caption=item.caption,
+            enqueue=False,
+        )
+        if not result.ok:
+            continue
+        if not result.created:
+            duplicates += 1  # identical content is stored once; the first label wins
+            continue
+        labels[result.image.pk] = item.label
+        captions[result.image.pk] = item.caption
+    return labels, captions, duplicates
+
+
+def encode_all(image_ids: list[int]) -> None:
+    batch = settings.ENCODE_BATCH_SIZE
+    with tqdm(total=len(image_ids), desc="Encoding", unit="image") as bar:
+        for start in range(0, len(image_ids), batch):
+            chunk = image_ids[start : start + batch]
+            summary = indexing.encode_images(chunk)
+            if summary["failed"]:
+                failed = Image.objects.filter(pk__in=chunk, status=Image.Status.FAILED).first()
+                raise RuntimeError(f"Encoding failed: {failed.status_error}")
+            bar.update(len(chunk))
+
+
+def build_queries(dataset, labels: dict, captions: dict, config) -> list[Query]:
+    by_label: dict[str, set[int]] = {}
+    for image_id, label in labels.items():
+        by_label.setdefault(label, set()).add(image_id)
+    rng = random.Random(config.seed)
+    queries = [
+        Query("class prompt → image", text=PROMPT_TEMPLATE.format(name), relevant=by_label[name])
+        for name in dataset.classes
+        if name in by_label
+    ]
+    if dataset.has_captions:
+        caption_ids = sorted(image_id for image_id in captions if captions[image_id])
+        for image_id in rng.sample(caption_ids, min(config.max_queries, len(caption_ids))):
+            queries.append(
+                Query(
+                    "caption → image", text=captions[image_id], relevant=by_label[labels[image_id]]
+                )
+            )
+    image_ids = sorted(labels)
+    for image_id in rng.sample(image_ids, min(config.max_queries, len(image_ids))):
+        queries.append(
+            Query(
+                "image → image", image_id=image_id, relevant=by_label[labels[image_id]] - {image_id}
+            )
+        )
+    return [query for query in queries if query.relevant]
+
+
+def clip_ranking(query: Query, depth: int, *, exact: bool) -> list[int]:
+    """The product's own search, paged down to `depth` results."""
+    ranking, page = [], 1
+    while len(ranking) < depth:
+        request = search.SearchRequest(
+            text=query.text, like_image_id=query.image_id, page=page, page_size=100
+        )
+        results = search.search_images(request, exact=exact)
+        ranking += [hit.image.pk for hit in results.hits if hit.image.pk != query.image_id]
+        if not results.has_next:
+            break
+        page += 1
+    return ranking[:depth]
+
+
+def run_queries(queries: list[Query], depth: int) -> list[dict[str, list[int]]]:
+    rankings = []
+    for query in tqdm(queries, desc="Querying", unit="query"):
+        ranked = {
+            "clip-hnsw": clip_ranking(query, depth, exact=False),
+            "clip-exact": clip_ranking(query, depth, exact=True),
+        }
+        if query.text:
+            ranked["keyword"] = search.keyword_search(query.text, limit=depth)
+            ranked["hybrid"] = metrics.reciprocal_rank_fusion(
+                [ranked["clip-hnsw"], ranked["keyword"]]
+            )[:depth]
+        rankings.append(ranked)
+    return rankings
+
+
+def score_queries(queries, rankings, ks) -> dict:
+    """Mean metrics per query set and method, with mean precision-recall curves."""
+    grouped: dict[str, dict[str, list]] = {}
+    curves: dict[str, dict[str, list]] = {}
+    for query, ranked in zip(queries, rankings, strict=True):
+        for method, ranking in ranked.items():
+            grouped.setdefault(query.query_set, {}).setdefault(method, []).append(
+                metrics.query_metrics(ranking, query.relevant, ks)
+            )
+            curves.setdefault(query.query_set, {}).setdefault(method, []).append(
+                _interpolated_precision(ranking, query.relevant)
+            )
+    return {
+        query_set: {
+            method: {
+                "queries": len(scores),
+                **{name: round(value, 4) for name, value in metrics.mean_metrics(scores).items()},
+                "pr_curve": [
+                    round(float(v), 4) for v in np.mean(curves[query_set][method], axis=0)
+                ],
+            }
+            for method, scores in methods.items()
+        }
+        for query_set, methods in grouped.items()
+    }
+
+
+RECALL_LEVELS = np.linspace(0, 1, 11)
+
+
+def _interpolated_precision(ranking, relevant) -> np.ndarray:
+    precisions, recalls = metrics.precision_recall_curve(ranking, relevant)
+    precisions, recalls = np.array(precisions or [0.0]), np.array(recalls or [0.0])
+    return np.array(
+        [
+            precisions[recalls >= level].max() if (recalls >= level).any() else 0.0
+            for level in RECALL_LEVELS
+        ]
+    )
+
+
+def zero_shot(labels: dict, classes: list[str]) -> dict:
+    """rclip's protocol: each image's class is the best-scoring class prompt."""
+    ids = sorted(labels)
+    vectors = np.array(
+        [
+            np.asarray(v, dtype=np.float32)
+            for v in Image.objects.filter(pk__in=ids)
+            .order_by("pk")
+            .values_list("embedding", flat=True)
+        ]
+    )
+    truth = np.array([classes.index(labels[i]) if labels[i] in classes else -1 for i in ids])
+    single = encoder.encode_texts([PROMPT_TEMPLATE.format(name) for name in classes])
+    ensemble = np.stack(
+        [
+            _normalise(encoder.encode_texts([t.format(name) for t in PROMPT_ENSEMBLE]).mean(axis=0))
+            for name in classes
+        ]
+    )
+    results = {"classes": len(classes), "images": len(ids)}
+    for name, prompts in (("single prompt", single), ("prompt ensemble", ensemble)):
+        order = np.argsort(-(vectors @ prompts.T), axis=1)
+        results[name] = {
+            "top1": round(float(np.mean(order[:, 0] == truth)), 4),
+            "top5": round(
+                float(np.mean([t in row[:5] for t, row in zip(truth, order, strict=True)])), 4
+            ),
+        }
+    return results
+
+
+def _normalise(vector: np.ndarray) -> np.ndarray:
+    return vector / np.linalg.norm(vector)
+
+
+def per_query_scores(queries, rankings) -> dict:
+    scores: dict[str, dict[str, list[float]]] = {}
+    for query, ranked in zip(queries, rankings, strict=True):
+        for method, ranking in ranked.items():
+            scores.setdefault(query.query_set, {}).setdefault(method, []).append(
+                round(metrics.average_precision(ranking, query.relevant), 4)
+            )
+    return scores
+
+
+def example_rankings(queries, rankings, labels, media_root, per_set: int = 6) -> list[dict]:
+    """A few queries per set with their top results, for people to judge by looking."""
+    rng = random.Random(1)
+    examples = []
+    by_set: dict[str, list[int]] = {}
+    for index, query in enumerate(queries):
+        by_set.setdefault(query.query_set, []).append(index)
+    thumbnails = dict(Image.objects.values_list("pk", "thumbnail"))
+    for query_set, indexes in by_set.items():
+        for index in rng.sample(indexes, min(per_set, len(indexes))):
+            query = queries[index]
+            examples.append(
+                {
+                    "query_set": query_set,
+                    "text": query.text,
+                    "image": str(Path(media_root) / thumbnails[query.image_id])
+                    if query.image_id
+                    else None,
+                    "label": labels[query.image_id] if query.image_id else "",
+                    "results": {
+                        method: [
+                            {
+                                "image": str(Path(media_root) / thumbnails[pk]),
+                                "label": labels[pk],
+                                "relevant": pk in query.relevant,
+                            }
+                            for pk in ranking[:8]
+                        ]
+                        for method, ranking in rankings[index].items()
+                        if method != "clip-exact"
+                    },
+                }
+            )
+    return examples

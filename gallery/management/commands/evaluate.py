@@ -1,0 +1,100 @@
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from gallery import benchmarks, datasets, evaluation, report
+
+
+class Command(BaseCommand):
+    help = (
+        "Measure retrieval quality on a labelled dataset (a folder per class, a CSV of "
+        "path,caption[,class], 'tuxpaint' or 'fashion-mnist'): precision@k, recall@k, mAP, "
+        "nDCG@10 and MRR for CLIP search (HNSW and exact), a keyword baseline and hybrid "
+        "fusion, plus zero-shot accuracy. Runs in an isolated temporary database."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("dataset", help="path, or 'tuxpaint' / 'fashion-mnist'")
+        parser.add_argument("--format", default="auto", choices=datasets.FORMATS)
+        parser.add_argument("--model", default="", help="open_clip model (default: configured)")
+        parser.add_argument("--pretrained", default="", help="pretrained tag, or 'random'")
+        parser.add_argument("--weights", default="", help="local checkpoint file")
+        parser.add_argument("--k", default="1,5,10", help="cut-offs for P@k and R@k")
+        parser.add_argument("--depth", type=int, default=1000, help="results ranked per query")
+        parser.add_argument(
+            "--max-queries",
+            type=int,
+            default=300,
+            help="caption and image queries sampled per query set",
+        )
+        parser.add_argument("--limit-per-class", type=int, default=None)
+        parser.add_argument(
+            "--report",
+            type=Path,
+            default=None,
+            dest="report_dir",
+            help="folder for report.html, plots and evaluation.json",
+        )
+        parser.add_argument("--json", dest="json_path", help="also write the figures here")
+
+    def handle(
+        self,
+        *args,
+        dataset,
+        format,
+        model,
+        pretrained,
+        weights,
+        k,
+        depth,
+        max_queries,
+        limit_per_class,
+        report_dir,
+        json_path,
+        **options,
+    ):
+        try:
+            ks = sorted({int(value) for value in k.split(",")})
+        except ValueError:
+            raise CommandError(f"--k takes numbers like 1,5,10, not {k!r}.") from None
+        config = evaluation.EvaluationConfig(
+            dataset=dataset,
+            format=format,
+            model=model,
+            pretrained=pretrained,
+            weights_file=weights,
+            ks=ks,
+            depth=depth,
+            max_queries=max_queries,
+            limit_per_class=limit_per_class,
+        )
+        if report_dir is None:
+            report_dir = Path("reports") / f"{Path(dataset).stem or dataset}-evaluation"
+        try:
+            figures = evaluation.run_evaluation(config, report_dir=report_dir)
+        except datasets.DatasetError as error:
+            raise CommandError(str(error)) from None
+        if json_path:
+            benchmarks.write_json(json_path, figures)
+        info = figures["dataset"]
+        self.stdout.write(
+            f"Model {figures['model']} (weights: {figures['weights']}); dataset {info['name']} "
+            f"({info['images']} images, {info['classes']} classes)"
+        )
+        self.stdout.write(
+            benchmarks.format_table(
+                ["query set", "method", "n", *report.metric_names(ks)], report.table_rows(figures)
+            )
+        )
+        zero = figures["zero_shot"]
+        self.stdout.write("")
+        self.stdout.write(
+            benchmarks.format_table(
+                ["zero-shot", "top-1", "top-5"],
+                [
+                    [mode, zero[mode]["top1"], zero[mode]["top5"]]
+                    for mode in ("single prompt", "prompt ensemble")
+                ],
+            )
+        )
+        self.stdout.write(f"Report: {figures['report']}")

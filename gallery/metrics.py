@@ -1,0 +1,89 @@
+"""Retrieval metrics over one ranked list of ids and the set of ids relevant to the query.
+
+Conventions: a ranking may be shorter than k (missing places count as misses); a query with
+no relevant item scores 0 on every metric and is reported separately by the caller; relevant
+items that the ranking never returns count against recall and average precision.
+"""
+
+import math
+from collections.abc import Sequence
+
+
+def precision_at_k(ranking: Sequence, relevant: set, k: int) -> float:
+    if k <= 0:
+        raise ValueError("k must be positive")
+    return sum(1 for item in ranking[:k] if item in relevant) / k
+
+
+def recall_at_k(ranking: Sequence, relevant: set, k: int) -> float:
+    if not relevant:
+        return 0.0
+    return sum(1 for item in ranking[:k] if item in relevant) / len(relevant)
+
+
+def average_precision(ranking: Sequence, relevant: set) -> float:
+    """Mean of precision at each relevant hit, over all relevant items (missed ones add 0)."""
+    if not relevant:
+        return 0.0
+    hits, total = 0, 0.0
+    for rank, item in enumerate(ranking, start=1):
+        if item in relevant:
+            hits += 1
+            total += hits / rank
+    return total / len(relevant)
+
+
+def ndcg_at_k(ranking: Sequence, relevant: set, k: int) -> float:
+    """Binary-relevance nDCG: DCG of the ranking over DCG of a perfect one."""
+    if not relevant:
+        return 0.0
+    dcg = sum(
+        1 / math.log2(rank + 1)
+        for rank, item in enumerate(ranking[:k], start=1)
+        if item in relevant
+    )
+    ideal = sum(1 / math.log2(rank + 1) for rank in range(1, min(len(relevant), k) + 1))
+    return dcg / ideal
+
+
+def reciprocal_rank(ranking: Sequence, relevant: set) -> float:
+    for rank, item in enumerate(ranking, start=1):
+        if item in relevant:
+            return 1 / rank
+    return 0.0
+
+
+def precision_recall_curve(ranking: Sequence, relevant: set) -> tuple[list[float], list[float]]:
+    """Precision and recall after each rank of the ranking."""
+    precisions, recalls, hits = [], [], 0
+    for rank, item in enumerate(ranking, start=1):
+        hits += item in relevant
+        precisions.append(hits / rank)
+        recalls.append(hits / len(relevant) if relevant else 0.0)
+    return precisions, recalls
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence], k: int = 60) -> list:
+    """Fuse rankings by summing 1 / (k + rank) (Cormack et al. 2009); ties keep first-seen order."""
+    scores: dict = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + 1 / (k + rank)
+    return sorted(scores, key=lambda item: -scores[item])
+
+
+def query_metrics(ranking: Sequence, relevant: set, ks: Sequence[int]) -> dict[str, float]:
+    metrics = {}
+    for k in ks:
+        metrics[f"P@{k}"] = precision_at_k(ranking, relevant, k)
+        metrics[f"R@{k}"] = recall_at_k(ranking, relevant, k)
+    metrics["AP"] = average_precision(ranking, relevant)
+    metrics["nDCG@10"] = ndcg_at_k(ranking, relevant, 10)
+    metrics["MRR"] = reciprocal_rank(ranking, relevant)
+    return metrics
+
+
+def mean_metrics(per_query: list[dict[str, float]]) -> dict[str, float]:
+    if not per_query:
+        return {}
+    return {name: sum(q[name] for q in per_query) / len(per_query) for name in per_query[0]}
