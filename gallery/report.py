@@ -73,6 +73,13 @@ def _copy_thumbnails(examples: list[dict], report_dir: Path) -> list[dict]:
     return copied
 
 
+def _save(fig, path: Path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path.name
+
+
 def _pr_curves(figures, path: Path) -> str:
     sets = figures["query_sets"]
     fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4), squeeze=False)
@@ -88,10 +95,7 @@ def _pr_curves(figures, path: Path) -> str:
         )
         axis.grid(alpha=0.3)
         axis.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path.name
+    return _save(fig, path)
 
 
 def _metric_bars(figures, path: Path) -> str:
@@ -110,10 +114,7 @@ def _metric_bars(figures, path: Path) -> str:
         axis.set_xticks([i + 0.4 - width / 2 for i in range(len(names))], names)
         axis.set(title=query_set, ylim=(0, 1))
         axis.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path.name
+    return _save(fig, path)
 
 
 def _per_query(figures, path: Path) -> str:
@@ -122,10 +123,7 @@ def _per_query(figures, path: Path) -> str:
     for axis, (query_set, methods) in zip(axes[0], per_query.items(), strict=True):
         axis.boxplot(list(methods.values()), tick_labels=list(methods), showmeans=True)
         axis.set(title=f"{query_set}: AP per query", ylim=(0, 1))
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path.name
+    return _save(fig, path)
 
 
 def _zero_shot(figures, path: Path) -> str:
@@ -142,10 +140,7 @@ def _zero_shot(figures, path: Path) -> str:
     axis.set_xticks([0.2, 1.2], modes)
     axis.set(title=f"Zero-shot accuracy, {zero['classes']} classes", ylim=(0, 1))
     axis.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path.name
+    return _save(fig, path)
 
 
 def _html(figures: dict, examples: list[dict], plots: list[str]) -> str:

@@ -205,6 +205,14 @@ def _day_start(day: date) -> datetime:
     return timezone.make_aware(datetime.combine(day, datetime.min.time()))
 
 
+def _tag_filter(parameter: str, names: list[str], exists: str) -> tuple[str, str, dict]:
+    condition = (
+        f"{exists} (SELECT 1 FROM gallery_image_tags t "
+        f"WHERE t.image_id = i.id AND t.tag_id = ANY(%({parameter})s))"
+    )
+    return parameter, condition, {parameter: _tag_ids(parameter, names)}
+
+
 def _filters(request: SearchRequest) -> list[tuple[str, str, dict]]:
     """(filter name, SQL condition on alias i, parameters), in the order they are explained."""
     if request.after and request.before and request.after > request.before:
@@ -213,14 +221,7 @@ def _filters(request: SearchRequest) -> list[tuple[str, str, dict]]:
         )
     filters = []
     if request.tags_any:
-        filters.append(
-            (
-                "tags_any",
-                "EXISTS (SELECT 1 FROM gallery_image_tags t WHERE "
-                "t.image_id = i.id AND t.tag_id = ANY(%(tags_any)s))",
-                {"tags_any": _tag_ids("tags_any", request.tags_any)},
-            )
-        )
+        filters.append(_tag_filter("tags_any", request.tags_any, "EXISTS"))
     if request.tags_all:
         ids = sorted(set(_tag_ids("tags_all", request.tags_all)))
         filters.append(
@@ -232,14 +233,7 @@ def _filters(request: SearchRequest) -> list[tuple[str, str, dict]]:
             )
         )
     if request.tags_not:
-        filters.append(
-            (
-                "tags_not",
-                "NOT EXISTS (SELECT 1 FROM gallery_image_tags t WHERE "
-                "t.image_id = i.id AND t.tag_id = ANY(%(tags_not)s))",
-                {"tags_not": _tag_ids("tags_not", request.tags_not)},
-            )
-        )
+        filters.append(_tag_filter("tags_not", request.tags_not, "NOT EXISTS"))
     if request.after:
         filters.append(("after", "i.taken_at >= %(after)s", {"after": _day_start(request.after)}))
     if request.before:
