@@ -55,3 +55,26 @@ def test_docker_compose_wires_db_redis_web_and_scalable_workers():
     assert "rqworker" in " ".join(worker["command"])
     assert "migrate" in " ".join(services["web"]["command"])
     assert {"pgdata", "media"} <= set(compose["volumes"])
+
+
+def test_given_urls_are_used_and_no_embedded_server_is_started(tmp_path, settings):
+    from gallery.sandbox import database_url
+    from tests.conftest import run_cli
+
+    data_dir = tmp_path / "data"
+    result = run_cli(
+        "shell",
+        "-c",
+        "from django.db import connection; connection.ensure_connection(); "
+        "print(connection.settings_dict['NAME'])",
+        env=clean_child_environment(
+            VISUAL_SEARCH_DATA_DIR=str(data_dir),
+            DATABASE_URL=database_url(),
+            REDIS_URL=settings.REDIS_URL,
+            SECRET_KEY="given",
+        ),
+    )
+    from django.db import connection
+
+    assert result.stdout.strip().splitlines()[-1] == connection.settings_dict["NAME"]
+    assert not (data_dir / "postgres").exists() and not (data_dir / "valkey").exists()
