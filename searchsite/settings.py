@@ -122,8 +122,11 @@ if not REDIS_URL:
         "embedded Valkey server when it is unset, or set REDIS_URL=redis://host:6379/0."
     )
 ENCODING_QUEUE = env_str("ENCODING_QUEUE", "default")
+# A connect timeout keeps an upload from hanging on an unreachable Redis (it then stays pending
+# for `requeue`); no read timeout, which would cut the workers' blocking waits for jobs.
+QUEUE_URL = REDIS_URL + ("&" if "?" in REDIS_URL else "?") + "socket_connect_timeout=5"
 RQ_QUEUES = {
-    name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": env_int("RQ_JOB_TIMEOUT", 600)}
+    name: {"URL": QUEUE_URL, "DEFAULT_TIMEOUT": env_int("RQ_JOB_TIMEOUT", 600)}
     for name in {"default", ENCODING_QUEUE}
 }
 RQ_SHOW_ADMIN_LINK = True
@@ -184,6 +187,8 @@ CACHES = {
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "visual-search",
         "TIMEOUT": 7 * 24 * 3600,
+        # The cache only saves work: give up quickly rather than stall a search.
+        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
     }
 }
 
