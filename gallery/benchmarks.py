@@ -354,9 +354,8 @@ def run_search_benchmark(
     http: bool,
     progress=print,
 ) -> dict:
+    from django.conf import settings
     from django.db import connection
-
-    from gallery import models as gallery_models
 
     model_id = encoder.ModelSpec(name=model, pretrained=encoder.RANDOM_WEIGHTS).model_id
     figures = {"count": count, "m": m, "ef_construction": ef_construction, "model": model_id}
@@ -392,7 +391,7 @@ def run_search_benchmark(
             {"ef_search": ef, **measure_search(queries, truth, ef=ef)} for ef in ef_values
         ]
         figures["exact_scan"] = measure_search(queries[:10], truth[:10], ef=None, exact=True)
-        shipped = gallery_models_default_ef()
+        shipped = settings.SEARCH_EF_SEARCH
         figures["halfvec"] = {"ef_search": shipped, **measure_halfvec(queries, truth, shipped)}
         with connection.cursor() as cursor:
             cursor.execute(f"DROP INDEX {HALFVEC_INDEX}")
@@ -417,11 +416,4 @@ def run_search_benchmark(
             progress("Measuring end-to-end HTTP latency under gunicorn...")
             figures["http"] = measure_http(library, model)
         figures["shipped_ef_search"] = shipped
-        figures["hnsw_m"] = gallery_models.HNSW_M
     return figures
-
-
-def gallery_models_default_ef() -> int:
-    from django.conf import settings
-
-    return settings.SEARCH_EF_SEARCH

@@ -2,7 +2,7 @@
 
 from django import forms
 
-from gallery.ingest import MAX_TAG_LENGTH, RejectedImage, parse_tag_names
+from gallery.ingest import RejectedImage, parse_tag_names
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -36,9 +36,6 @@ class UploadForm(forms.Form):
         if not self.uploaded_files and not self.oversized:
             raise forms.ValidationError("Choose at least one image to upload.")
         return cleaned
-
-
-__all__ = ["UploadForm", "MAX_TAG_LENGTH"]
 
 
 def _names(text: str) -> list[str]:

