@@ -12,7 +12,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 from django.views.static import serve
 
-from gallery import health, ingest, search
+from gallery import encoder, health, ingest, search
 from gallery.forms import SearchForm, UploadForm
 from gallery.models import Image
 from gallery.query import SYNTAX_HELP
@@ -138,6 +138,10 @@ def search_page(request):
     except search.SearchError as error:
         form.add_error(error.parameter if error.parameter in form.fields else None, str(error))
         return render(request, "gallery/search.html", context, status=400)
+    except encoder.ModelWeightsUnavailable as error:
+        # A set-up problem, not the user's: say what the administrator has to do.
+        form.add_error(None, f"Search is unavailable: {error}")
+        return render(request, "gallery/search.html", context, status=503)
     if request.method == "POST":
         # Paging and sharing use GET; the uploaded image is remembered by its token.
         return redirect(reverse("search") + "?" + _paging_query(form, token, results.page))
@@ -166,6 +170,8 @@ def api_search(request):
         results, token = _search(form)
     except search.SearchError as error:
         return _api_error(error.parameter, str(error))
+    except encoder.ModelWeightsUnavailable as error:
+        return JsonResponse({"error": {"parameter": None, "message": str(error)}}, status=503)
     base = request.build_absolute_uri(reverse("api_search")) + "?"
     return JsonResponse(
         {

@@ -162,3 +162,18 @@ def test_search_page_image_upload_redirects_to_a_pageable_address(client, indexe
 def test_gallery_links_to_more_like_this_for_indexed_images(client, indexed_images):
     page = client.get(reverse("gallery")).content.decode()
     assert f"/search/?like={indexed_images[0].pk}" in page
+
+
+def test_missing_model_weights_make_search_unavailable_with_instructions(
+    client, settings, indexed_images
+):
+    from gallery import search
+
+    search.clear_text_vector_cache()
+    settings.CLIP_MODEL = "ViT-B-32"
+    settings.CLIP_PRETRAINED = "laion2b_s34b_b79k"
+    response = client.get(reverse("api_search"), {"q": "a new query no cache has seen"})
+    assert response.status_code == 503
+    assert "CLIP_WEIGHTS_FILE" in response.json()["error"]["message"]
+    page = client.get(reverse("search"), {"q": "another unseen query"})
+    assert page.status_code == 503 and "Search is unavailable" in page.content.decode()
