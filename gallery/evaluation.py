@@ -83,7 +83,7 @@ def run_evaluation(config: EvaluationConfig, *, report_dir: Path | None = None) 
             labels, captions, duplicates = import_dataset(dataset)
             encode_all(list(labels))
             queries = build_queries(dataset, labels, captions, config)
-            rankings = run_queries(queries, config.depth)
+            rankings, clip_scores = run_queries(queries, config.depth)
             figures = {
                 "model": encoder.configured_model_id(),
                 "weights": model["CLIP_WEIGHTS_FILE"] or model["CLIP_PRETRAINED"],
@@ -99,6 +99,9 @@ def run_evaluation(config: EvaluationConfig, *, report_dir: Path | None = None) 
                 "query_sets": score_queries(queries, rankings, config.ks),
                 "zero_shot": zero_shot(labels, dataset.classes),
                 "per_query_average_precision": per_query_scores(queries, rankings),
+                "suggested_confidence_thresholds": suggest_confidence_thresholds(
+                    queries, rankings, clip_scores
+                ),
             }
             if report_dir is not None:
                 from gallery import report
@@ -168,35 +171,55 @@ def build_queries(dataset, labels: dict, captions: dict, config) -> list[Query]:
     return [query for query in queries if query.relevant]
 
 
-def clip_ranking(query: Query, depth: int, *, exact: bool) -> list[int]:
-    """The product's own search, paged down to `depth` results."""
-    ranking, page = [], 1
-    while len(ranking) < depth:
+def clip_ranking(query: Query, depth: int, *, exact: bool) -> tuple[list[int], list[float]]:
+    """The product's own search, paged down to `depth` results: ids and their scores."""
+    hits, page = [], 1
+    while len(hits) < depth:
         request = search.SearchRequest(
             text=query.text, like_image_id=query.image_id, page=page, page_size=100
         )
         results = search.search_images(request, exact=exact)
-        ranking += [hit.image.pk for hit in results.hits if hit.image.pk != query.image_id]
+        hits += [hit for hit in results.hits if hit.image.pk != query.image_id]
         if not results.has_next:
             break
         page += 1
-    return ranking[:depth]
+    hits = hits[:depth]
+    return [hit.image.pk for hit in hits], [hit.score for hit in hits]
 
 
-def run_queries(queries: list[Query], depth: int) -> list[dict[str, list[int]]]:
-    rankings = []
+def run_queries(queries: list[Query], depth: int) -> tuple[list[dict], list[list[float]]]:
+    """Each query's ranking per method, and the exact CLIP scores of its ranking."""
+    rankings, clip_scores = [], []
     for query in tqdm(queries, desc="Querying", unit="query"):
-        ranked = {
-            "clip-hnsw": clip_ranking(query, depth, exact=False),
-            "clip-exact": clip_ranking(query, depth, exact=True),
-        }
+        exact_ids, exact_scores = clip_ranking(query, depth, exact=True)
+        ranked = {"clip-hnsw": clip_ranking(query, depth, exact=False)[0], "clip-exact": exact_ids}
+        clip_scores.append(exact_scores)
         if query.text:
             ranked["keyword"] = search.keyword_search(query.text, limit=depth)
             ranked["hybrid"] = metrics.reciprocal_rank_fusion(
                 [ranked["clip-hnsw"], ranked["keyword"]]
             )[:depth]
         rankings.append(ranked)
-    return rankings
+    return rankings, clip_scores
+
+
+def suggest_confidence_thresholds(queries, rankings, clip_scores) -> dict:
+    """Per kind of query, the score that best separates relevant from irrelevant images.
+
+    Every (query, ranked image) pair is a yes/no example; the threshold maximises F1. These
+    are the values for SEARCH_TEXT_CONFIDENCE and SEARCH_IMAGE_CONFIDENCE (README).
+    """
+    pairs: dict[str, tuple[list, list]] = {"text": ([], []), "image": ([], [])}
+    for query, ranked, scores in zip(queries, rankings, clip_scores, strict=True):
+        kind = "image" if query.image_id else "text"
+        pairs[kind][0].extend(scores)
+        pairs[kind][1].extend(pk in query.relevant for pk in ranked["clip-exact"])
+    suggestions = {}
+    for kind, (scores, labels) in pairs.items():
+        if any(labels):
+            threshold, f1 = metrics.best_f1_threshold(scores, labels)
+            suggestions[kind] = {"threshold": round(threshold, 4), "f1": round(f1, 4)}
+    return suggestions
 
 
 def score_queries(queries, rankings, ks) -> dict:

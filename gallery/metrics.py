@@ -72,6 +72,21 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence], k: int = 60) -> list:
     return sorted(scores, key=lambda item: -scores[item])
 
 
+def best_f1_threshold(scores: Sequence[float], relevant: Sequence[bool]) -> tuple[float, float]:
+    """The score threshold (keep scores >= it) with the best F1, and that F1."""
+    total = sum(relevant)
+    if not total:
+        return 1.0, 0.0
+    best_threshold, best_f1, hits = 1.0, 0.0, 0
+    ordered = sorted(zip(scores, relevant, strict=True), key=lambda pair: -pair[0])
+    for kept, (score, is_relevant) in enumerate(ordered, start=1):
+        hits += is_relevant
+        f1 = 2 * hits / (kept + total)  # 2PR/(P+R) with P = hits/kept, R = hits/total
+        if f1 > best_f1:
+            best_threshold, best_f1 = score, f1
+    return best_threshold, best_f1
+
+
 def query_metrics(ranking: Sequence, relevant: set, ks: Sequence[int]) -> dict[str, float]:
     metrics = {}
     for k in ks:

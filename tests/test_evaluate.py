@@ -87,6 +87,10 @@ def test_evaluation_writes_json_and_html_and_keyword_baseline_is_perfect_on_clas
     image_queries = figures["query_sets"]["image → image"]
     assert set(image_queries) == {"clip-hnsw", "clip-exact"}
     assert image_queries["clip-hnsw"]["queries"] == 18
+    thresholds = figures["suggested_confidence_thresholds"]
+    assert set(thresholds) == {"text", "image"}
+    assert all(-1 <= t["threshold"] <= 1 and 0 < t["f1"] <= 1 for t in thresholds.values())
+    assert "Suggested text confidence threshold" in output
     zero = figures["zero_shot"]
     assert zero["classes"] == 3 and zero["single prompt"]["top5"] == 1.0  # 3 classes < 5
 

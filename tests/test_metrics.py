@@ -81,3 +81,12 @@ def test_precision_recall_curve():
     precisions, recalls = metrics.precision_recall_curve(RANKING, RELEVANT)
     assert recalls[-1] == 1.0 and precisions[0] == 1.0
     assert precisions[2] == pytest.approx(2 / 3)
+
+
+def test_best_f1_threshold_by_hand():
+    # Keeping scores >= 0.7 gives P = 2/2, R = 2/3: F1 0.8; keeping all gives 6/8 = 0.75.
+    threshold, f1 = metrics.best_f1_threshold(
+        [0.9, 0.7, 0.5, 0.4, 0.3], [True, True, False, False, True]
+    )
+    assert threshold == 0.7 and f1 == pytest.approx(0.8)
+    assert metrics.best_f1_threshold([0.5], [False]) == (1.0, 0.0)

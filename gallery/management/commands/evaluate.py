@@ -97,4 +97,9 @@ class Command(BaseCommand):
                 ],
             )
         )
+        for kind, suggestion in figures["suggested_confidence_thresholds"].items():
+            self.stdout.write(
+                f"Suggested {kind} confidence threshold: {suggestion['threshold']:.3f} "
+                f"(F1 {suggestion['f1']:.3f}; SEARCH_{kind.upper()}_CONFIDENCE)"
+            )
         self.stdout.write(f"Report: {figures['report']}")
