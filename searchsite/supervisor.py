@@ -21,6 +21,8 @@ from searchsite.paths import PROJECT_DIR
 
 SHUTDOWN_GRACE_SECONDS = 20
 PR_SET_PDEATHSIG = 1
+# `up` recovers images left pending by a crash or a Redis outage, so no cron job is needed.
+REQUEUE_EVERY_SECONDS = 300
 
 
 def _die_with_parent() -> None:
@@ -94,6 +96,19 @@ def _stop(children: list[subprocess.Popen]) -> None:
             child.wait()
 
 
+def _requeue_stuck_images(out) -> None:
+    from gallery.indexing import requeue_stuck_images
+
+    try:
+        queued = requeue_stuck_images()
+    except Exception as error:  # the site keeps serving; the next round tries again
+        out.write(f"Could not re-queue pending images: {error}\n")
+        return
+    if queued:
+        out.write(f"Re-queued {queued} pending image(s) for encoding.\n")
+        out.flush()
+
+
 def run_site(*, host: str, port: int, workers: int, web_workers: int, out) -> int:
     stop_requested = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -112,7 +127,11 @@ def run_site(*, host: str, port: int, workers: int, web_workers: int, out) -> in
             return 1
         out.write(f"Visual Search is running at {url}  (Ctrl-C to stop)\n")
         out.flush()
+        next_requeue = 0.0
         while not stop_requested.wait(1.0):
+            if time.monotonic() >= next_requeue:
+                _requeue_stuck_images(out)
+                next_requeue = time.monotonic() + REQUEUE_EVERY_SECONDS
             if web.poll() is not None:
                 out.write(f"gunicorn exited with code {web.returncode}; stopping.\n")
                 exit_code = 1

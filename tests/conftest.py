@@ -39,18 +39,27 @@ def clean_child_environment(**extra) -> dict:
     env = {
         key: value
         for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "REDIS_URL", "VISUAL_SEARCH_DATA_DIR", "SECRET_KEY"}
+        if key
+        not in {
+            "DATABASE_URL",
+            "REDIS_URL",
+            "VISUAL_SEARCH_DATA_DIR",
+            "SECRET_KEY",
+            "DJANGO_SETTINGS_MODULE",
+        }
     }
     env.update(extra)
     return env
 
 
 def run_cli(*args, env=None, timeout=300, check=True) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    result = subprocess.run(
         [sys.executable, "-m", "searchsite", *args],
         env=env or os.environ.copy(),
         capture_output=True,
         text=True,
         timeout=timeout,
-        check=check,
     )
+    if check and result.returncode:
+        raise AssertionError(f"visual-search {' '.join(args)} failed:\n{result.stderr}")
+    return result

@@ -16,6 +16,7 @@ import urllib.request
 import psutil
 
 from tests.conftest import clean_child_environment, run_cli
+from tests.images import image_bytes
 
 
 def free_port() -> int:
@@ -64,11 +65,28 @@ def log_in(opener, base_url: str, username: str, password: str) -> str:
     return opener.open(request).read().decode()
 
 
+def wait_for_search_results(base_url: str, timeout: float) -> list:
+    deadline = time.monotonic() + timeout
+    while True:
+        results = json.load(urllib.request.urlopen(base_url + "api/search?q=photo"))["results"]
+        if results or time.monotonic() > deadline:
+            return results
+        time.sleep(0.5)
+
+
 def test_up_serves_site_on_embedded_servers_and_sigterm_leaves_no_process(tmp_path):
     data_dir = tmp_path / "data"
     env = clean_child_environment(VISUAL_SEARCH_DATA_DIR=str(data_dir))
-    # Data made by one process must be there for the next: a user created before `up`.
     run_cli("migrate", env=env)
+    # An image imported while the queue was unreachable: `up` must queue and index it.
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "offline.png").write_bytes(image_bytes(pattern=51))
+    imported = run_cli(
+        "import_images", str(photos), env={**env, "REDIS_URL": "redis://127.0.0.1:9/0"}
+    )
+    assert "1 could not be queued" in imported.stdout
+    # Data made by one process must be there for the next: a user created before `up`.
     run_cli(
         "createsuperuser",
         "--noinput",
@@ -102,6 +120,8 @@ def test_up_serves_site_on_embedded_servers_and_sigterm_leaves_no_process(tmp_pa
         )
         admin_page = log_in(opener, base_url, "admin", "a-long-test-password")
         assert "Site administration" in admin_page
+        (found,) = wait_for_search_results(base_url, timeout=90)
+        assert found["caption"] == "" and found["thumbnail_url"].endswith(".webp")
 
         processes = psutil.Process(site.pid).children(recursive=True) + server_processes(data_dir)
         names = " ".join(" ".join(process.cmdline()) for process in processes)
