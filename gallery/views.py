@@ -120,6 +120,9 @@ def _paging_query(form: SearchForm, token: str, page: int) -> str:
     return urlencode(params)
 
 
+# Read-only: a POST only encodes a query image and redirects. Without a token in the form,
+# search addresses stay clean and shareable.
+@csrf_exempt
 @require_http_methods(["GET", "POST"])
 def search_page(request):
     form = SearchForm(

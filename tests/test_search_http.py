@@ -177,3 +177,9 @@ def test_missing_model_weights_make_search_unavailable_with_instructions(
     assert "CLIP_WEIGHTS_FILE" in response.json()["error"]["message"]
     page = client.get(reverse("search"), {"q": "another unseen query"})
     assert page.status_code == 503 and "Search is unavailable" in page.content.decode()
+
+
+def test_search_addresses_carry_only_search_parameters(client, indexed_images):
+    page = client.get(reverse("search"), {"q": "photo", "page_size": 5}).content.decode()
+    assert "csrfmiddlewaretoken" not in page
+    assert "?q=photo&amp;page_size=5&amp;page=2" in page
