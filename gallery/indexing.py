@@ -12,7 +12,7 @@ from datetime import timedelta
 import django_rq
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Q
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -156,12 +156,9 @@ def reindex_images(images) -> int:
 
 def indexing_progress() -> dict:
     """Counts per status, vectors made by another model, and the queue's length."""
-    counts = dict(
-        Image.objects.values_list("status")
-        .annotate(count=Count("pk"))
-        .values_list("status", "count")
-    )
-    progress = {status: counts.get(status, 0) for status in Image.Status.values}
+    from gallery.search import status_counts
+
+    progress = status_counts()
     progress["stale"] = images_to_reindex("stale").count()
     progress["model"] = encoder.configured_model_id()
     try:

@@ -24,6 +24,7 @@ import numpy as np
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
+from django.db.models import Count
 from django.utils import timezone
 
 from gallery import encoder
@@ -482,3 +483,19 @@ def keyword_search(text: str, *, limit: int = 100) -> list[int]:
     with connection.cursor() as cursor:
         cursor.execute(KEYWORD_SQL, {"text": text, "limit": limit})
         return [row[0] for row in cursor.fetchall()]
+
+
+# -- browsing --------------------------------------------------------------------------------
+
+
+def browse_images(*, status: str = ""):
+    """The gallery: newest first, optionally only one indexing status."""
+    images = Image.objects.prefetch_related("tags")
+    if status in Image.Status.values:
+        images = images.filter(status=status)
+    return images
+
+
+def status_counts() -> dict[str, int]:
+    counts = dict(Image.objects.values_list("status").annotate(n=Count("pk")))
+    return {status: counts.get(status, 0) for status in Image.Status.values}

@@ -21,9 +21,16 @@ GALLERY_PAGE_SIZE = 48
 
 
 def gallery(request):
-    images = Image.objects.prefetch_related("tags")
+    status = request.GET.get("status", "")
+    images = search.browse_images(status=status)
     page = Paginator(images, GALLERY_PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "gallery/gallery.html", {"page": page})
+    context = {
+        "page": page,
+        "status": status,
+        "counts": search.status_counts(),
+        "query_prefix": f"status={status}&" if status in Image.Status.values else "",
+    }
+    return render(request, "gallery/gallery.html", context)
 
 
 def image_detail(request, pk: int):

@@ -183,3 +183,14 @@ def test_search_addresses_carry_only_search_parameters(client, indexed_images):
     page = client.get(reverse("search"), {"q": "photo", "page_size": 5}).content.decode()
     assert "csrfmiddlewaretoken" not in page
     assert "?q=photo&amp;page_size=5&amp;page=2" in page
+
+
+def test_gallery_filters_by_indexing_status_and_shows_why_an_image_failed(client, indexed_images):
+    Image.objects.filter(pk=indexed_images[0].pk).update(
+        status=Image.Status.FAILED, status_error="Could not read the image file: truncated"
+    )
+    page = client.get(reverse("gallery"), {"status": "failed"}).content.decode()
+    assert page.count('class="card"') == 1
+    assert "Could not read the image file: truncated" in page
+    assert "failed (1)" in page and "indexed (29)" in page
+    assert client.get(reverse("gallery")).content.decode().count('class="card"') == 30
