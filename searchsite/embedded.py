@@ -50,12 +50,8 @@ class EmbeddedServices:
         self.postgres = get_server(
             self.root / "postgres", cleanup_mode="delete" if self.ephemeral else "stop"
         )
-        maintenance_work_mem = _postgres_setting(
-            os.environ.get("EMBEDDED_PG_MAINTENANCE_WORK_MEM") or DEFAULT_MAINTENANCE_WORK_MEM
-        )
         with psycopg.connect(self.postgres.get_uri(), autocommit=True) as connection:
-            connection.execute(f"ALTER SYSTEM SET maintenance_work_mem = '{maintenance_work_mem}'")
-            connection.execute("SELECT pg_reload_conf()")
+            _configure_maintenance_work_mem(connection)
             exists = connection.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME]
             ).fetchone()
@@ -99,6 +95,26 @@ class EmbeddedServices:
                 (self.root / "valkey" / "server.json").unlink(missing_ok=True)
         if self.postgres is not None:
             self.postgres.cleanup()
+
+
+def _configure_maintenance_work_mem(connection) -> None:
+    """Set maintenance_work_mem for the cluster: the default once, or the value asked for.
+
+    Every command joins the same server, so a command that was not asked to change the
+    setting must leave it alone (re-applying the default silently undid a larger value
+    and slowed a running 1M-vector index build several times over).
+    """
+    requested = os.environ.get("EMBEDDED_PG_MAINTENANCE_WORK_MEM")
+    if not requested:
+        configured = connection.execute(
+            "SELECT 1 FROM pg_file_settings WHERE name = 'maintenance_work_mem' "
+            "AND sourcefile LIKE '%%postgresql.auto.conf'"
+        ).fetchone()
+        if configured:
+            return
+    value = _postgres_setting(requested or DEFAULT_MAINTENANCE_WORK_MEM)
+    connection.execute(f"ALTER SYSTEM SET maintenance_work_mem = '{value}'")
+    connection.execute("SELECT pg_reload_conf()")
 
 
 def _postgres_setting(value: str) -> str:

@@ -78,3 +78,20 @@ def test_given_urls_are_used_and_no_embedded_server_is_started(tmp_path, setting
 
     assert result.stdout.strip().splitlines()[-1] == connection.settings_dict["NAME"]
     assert not (data_dir / "postgres").exists() and not (data_dir / "valkey").exists()
+
+
+def test_maintenance_work_mem_is_only_changed_when_asked(tmp_path):
+    from tests.conftest import run_cli
+
+    env = clean_child_environment(VISUAL_SEARCH_DATA_DIR=str(tmp_path / "data"))
+    show = (
+        "shell",
+        "-c",
+        "from django.db import connection; c = connection.cursor(); "
+        "c.execute('SHOW maintenance_work_mem'); print(c.fetchone()[0])",
+    )
+    assert run_cli(*show, env=env).stdout.split()[-1] == "1GB"  # the default, once
+    asked = {**env, "EMBEDDED_PG_MAINTENANCE_WORK_MEM": "2GB"}
+    assert run_cli(*show, env=asked).stdout.split()[-1] == "2GB"
+    # A later command that was not asked must not undo it (it would slow index builds).
+    assert run_cli(*show, env=env).stdout.split()[-1] == "2GB"
