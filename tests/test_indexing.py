@@ -9,13 +9,12 @@ from datetime import timedelta
 import numpy as np
 import pytest
 from django.core.management import call_command
-from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 from PIL import Image as PILImage
 from rq.registry import StartedJobRegistry
 
-from gallery import encoder, indexing
+from gallery import encoder, indexing, sandbox
 from gallery.ingest import ingest_image
 from gallery.models import Image
 from tests.conftest import clean_child_environment
@@ -127,7 +126,7 @@ def test_worker_killed_mid_batch_loses_nothing_and_requeue_recovers(
         for n, data in enumerate(distinct_images(24, size=(2400, 1800)))
     ]
     indexing.enqueue_now([image.pk for image in images])
-    database_url = _url_of_test_database()
+    database_url = sandbox.database_url()
     worker = subprocess.Popen(
         [
             sys.executable,
@@ -165,16 +164,6 @@ def test_worker_killed_mid_batch_loses_nothing_and_requeue_recovers(
     call_command("requeue", stuck_after=0)
     run_burst_worker()
     assert Image.objects.filter(status=Image.Status.INDEXED).count() == len(images)
-
-
-def _url_of_test_database() -> str:
-    from urllib.parse import quote
-
-    params = connection.settings_dict
-    host = quote(params["HOST"], safe="") if params["HOST"].startswith("/") else params["HOST"]
-    port = f":{params['PORT']}" if params["PORT"] else ""
-    password = f":{quote(params['PASSWORD'])}" if params["PASSWORD"] else ""
-    return f"postgresql://{params['USER']}{password}@{host}{port}/{params['NAME']}"
 
 
 def test_reindex_stale_reencodes_vectors_of_another_model_while_old_ones_keep_serving(
