@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from gallery import indexing
+from gallery.indexing import progress, queueing
 from gallery.models import Image, Tag
 
 
@@ -43,7 +43,7 @@ class ImageAdmin(admin.ModelAdmin):
 
     @admin.action(description="Re-index selected images")
     def reindex_selected(self, request, queryset):
-        queued = indexing.reindex_images(queryset)
+        queued = queueing.reindex_images(queryset)
         level = messages.SUCCESS if queued == queryset.count() else messages.WARNING
         self.message_user(
             request, f"Queued {queued} of {queryset.count()} image(s) for re-encoding.", level
@@ -51,5 +51,5 @@ class ImageAdmin(admin.ModelAdmin):
 
     def changelist_view(self, request, extra_context=None):
         # Indexing progress above the list: counts per status and the queue's length.
-        extra_context = {**(extra_context or {}), "progress": indexing.indexing_progress()}
+        extra_context = {**(extra_context or {}), "progress": progress.indexing_progress()}
         return super().changelist_view(request, extra_context=extra_context)

@@ -153,7 +153,7 @@ STORAGES = {
 # Local runs skip collectstatic; production images run it at build time.
 WHITENOISE_USE_FINDERS = True
 
-# --- The CLIP model (owned by gallery/encoder.py) ---
+# --- The CLIP model (owned by gallery/indexing/encoder.py) ---
 CLIP_MODEL = env_str("CLIP_MODEL", "ViT-B-32-256")
 # A pretrained tag known to open_clip, or "random" for seeded random weights (tests, benchmarks).
 CLIP_PRETRAINED = env_str("CLIP_PRETRAINED", "datacomp_s34b_b86k")
@@ -199,7 +199,7 @@ THUMBNAIL_SIZE = env_int("THUMBNAIL_SIZE", 320)
 DATA_UPLOAD_MAX_NUMBER_FILES = env_int("MAX_UPLOAD_FILES", 500)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_HANDLERS = [
-    "gallery.uploads.SizeLimitUploadHandler",
+    "gallery.web.uploads.SizeLimitUploadHandler",
     "django.core.files.uploadhandler.MemoryFileUploadHandler",
     "django.core.files.uploadhandler.TemporaryFileUploadHandler",
 ]

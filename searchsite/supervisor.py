@@ -50,7 +50,7 @@ def worker_command() -> list[str]:
         "rqworker",
         "default",
         "--worker-class",
-        "gallery.worker.EncodingWorker",
+        "gallery.indexing.worker.EncodingWorker",
     ]
 
 
@@ -97,7 +97,7 @@ def _stop(children: list[subprocess.Popen]) -> None:
 
 
 def _requeue_stuck_images(out) -> None:
-    from gallery.indexing import requeue_stuck_images
+    from gallery.indexing.queueing import requeue_stuck_images
 
     try:
         queued = requeue_stuck_images()

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 
-from gallery.views import serve_media
+from gallery.web.views import serve_media
 
 urlpatterns = [
     path("admin/rq/", include("django_rq.urls")),
@@ -10,5 +10,5 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     re_path(r"^media/(?P<path>.*)$", serve_media, name="media"),
-    path("", include("gallery.urls")),
+    path("", include("gallery.web.urls")),
 ]

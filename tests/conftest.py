@@ -5,7 +5,7 @@ import sys
 import django_rq
 import pytest
 
-from gallery.worker import EncodingWorker
+from gallery.indexing.worker import EncodingWorker
 
 
 @pytest.fixture

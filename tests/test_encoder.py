@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from gallery import encoder
+from gallery.indexing import encoder
 from tests.images import image_bytes
 
 

@@ -10,9 +10,9 @@ from django.db import connection
 from PIL import Image as PILImage
 from PIL import ImageDraw
 
-from gallery import datasets
-from gallery.ingest import ingest_image
+from gallery.library.ingest import ingest_image
 from gallery.models import Image
+from gallery.offline import datasets
 from tests.images import image_bytes
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (30, 60, 220)}

@@ -14,9 +14,10 @@ from django.utils import timezone
 from PIL import Image as PILImage
 from rq.registry import StartedJobRegistry
 
-from gallery import encoder, indexing, sandbox
-from gallery.ingest import ingest_image
+from gallery.indexing import encoder, encoding, queueing
+from gallery.library.ingest import ingest_image
 from gallery.models import Image
+from gallery.offline import sandbox
 from tests.conftest import clean_child_environment
 from tests.images import distinct_images, image_bytes
 
@@ -66,7 +67,7 @@ def test_one_unreadable_image_fails_alone_and_the_rest_of_the_batch_is_stored(
     images = add_images(4, enqueue=False)
     with open(images[1].file.path, "r+b") as damaged:  # damaged on disk after upload
         damaged.truncate(40)
-    indexing.enqueue_now([image.pk for image in images])
+    queueing.enqueue_now([image.pk for image in images])
     run_burst_worker()
     statuses = {image.pk: Image.objects.get(pk=image.pk) for image in images}
     broken = statuses.pop(images[1].pk)
@@ -79,11 +80,11 @@ def test_one_unreadable_image_fails_alone_and_the_rest_of_the_batch_is_stored(
 def test_running_a_job_twice_changes_nothing(media_root):
     images = add_images(3, enqueue=False)
     ids = [image.pk for image in images]
-    assert indexing.encode_images(ids) == {"indexed": 3, "failed": 0, "skipped": 0}
+    assert encoding.encode_images(ids) == {"indexed": 3, "failed": 0, "skipped": 0}
     before = {
         image.pk: (vector_of(image), Image.objects.get(pk=image.pk).indexed_at) for image in images
     }
-    assert indexing.encode_images(ids) == {"indexed": 0, "failed": 0, "skipped": 3}
+    assert encoding.encode_images(ids) == {"indexed": 0, "failed": 0, "skipped": 3}
     for image in images:
         vector, indexed_at = before[image.pk]
         np.testing.assert_array_equal(vector_of(image), vector)
@@ -111,9 +112,9 @@ def test_requeue_leaves_recently_queued_images_alone(media_root, queue):
     add_images(2)
     assert queue.count == 2
     queue.empty()
-    assert indexing.requeue_stuck_images() == 0
+    assert queueing.requeue_stuck_images() == 0
     Image.objects.update(queued_at=timezone.now() - timedelta(hours=1))
-    assert indexing.requeue_stuck_images() == 2
+    assert queueing.requeue_stuck_images() == 2
 
 
 def test_worker_killed_mid_batch_loses_nothing_and_requeue_recovers(
@@ -125,7 +126,7 @@ def test_worker_killed_mid_batch_loses_nothing_and_requeue_recovers(
         ingest_image(data=data, filename=f"{n}.png", enqueue=False).image
         for n, data in enumerate(distinct_images(24, size=(2400, 1800)))
     ]
-    indexing.enqueue_now([image.pk for image in images])
+    queueing.enqueue_now([image.pk for image in images])
     database_url = sandbox.database_url()
     worker = subprocess.Popen(
         [
@@ -136,7 +137,7 @@ def test_worker_killed_mid_batch_loses_nothing_and_requeue_recovers(
             "default",
             "--burst",
             "--worker-class",
-            "gallery.worker.EncodingWorker",
+            "gallery.indexing.worker.EncodingWorker",
         ],
         env=clean_child_environment(
             DATABASE_URL=database_url,
@@ -170,7 +171,7 @@ def test_reindex_stale_reencodes_vectors_of_another_model_while_old_ones_keep_se
     media_root, queue, run_burst_worker, settings
 ):
     images = add_images(3, enqueue=False)
-    indexing.encode_images([image.pk for image in images])
+    encoding.encode_images([image.pk for image in images])
     old_model = encoder.configured_model_id()
     old_vectors = {image.pk: vector_of(image) for image in images}
 
@@ -190,7 +191,7 @@ def test_reindex_stale_reencodes_vectors_of_another_model_while_old_ones_keep_se
         refreshed = Image.objects.get(pk=image.pk)
         assert refreshed.embedding_model == new_model
         assert not np.allclose(vector_of(image), old_vectors[image.pk])
-    assert indexing.images_to_reindex("stale").count() == 0
+    assert queueing.images_to_reindex("stale").count() == 0
 
 
 def test_reindex_failed_retries_failed_images(media_root, queue, run_burst_worker):
@@ -206,7 +207,7 @@ def test_admin_lists_images_with_progress_and_reindexes_selected(
     admin_client, media_root, queue, run_burst_worker
 ):
     images = add_images(2, enqueue=False)
-    indexing.encode_images([images[0].pk])
+    encoding.encode_images([images[0].pk])
     page = admin_client.get(reverse("admin:gallery_image_changelist")).content.decode()
     assert "1 indexed · 1 pending · 0 failed" in page
     assert images[0].thumbnail.url in page

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from gallery import metrics
+from gallery.offline import metrics
 
 RANKING = ["a", "x", "b", "y", "c"]  # relevant a, b, c at ranks 1, 3, 5
 RELEVANT = {"a", "b", "c"}

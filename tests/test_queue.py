@@ -3,8 +3,8 @@
 import pytest
 from rq.job import JobStatus
 
-from gallery import indexing
-from gallery.ingest import ingest_image
+from gallery.indexing import queueing
+from gallery.library.ingest import ingest_image
 from gallery.models import Image
 from tests.images import image_bytes
 
@@ -16,7 +16,7 @@ def test_job_enqueued_after_commit_runs_on_a_burst_worker(queue, run_burst_worke
     # Enqueued by transaction.on_commit: the job is in Valkey before any worker runs.
     assert queue.count == 1
     job = queue.jobs[0]
-    assert job.func_name == "gallery.tasks.encode_images_job"
+    assert job.func_name == "gallery.indexing.tasks.encode_images_job"
     assert job.args == ([result.image.pk],)
 
     run_burst_worker()
@@ -36,6 +36,6 @@ def test_enqueue_now_reports_how_many_images_were_queued(queue, media_root, sett
         ingest_image(data=image_bytes(pattern=n), filename=f"{n}.png", enqueue=False).image.pk
         for n in range(1, 6)
     ]
-    assert indexing.enqueue_now(ids) == 5
+    assert queueing.enqueue_now(ids) == 5
     assert queue.count == 3  # batches of 2, 2 and 1
     assert not Image.objects.filter(pk__in=ids, queued_at__isnull=True).exists()

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 from django.core.cache import cache
 
-from gallery import encoder, search
+from gallery.indexing import encoder
 from gallery.models import Image, Tag
-from gallery.search import SearchError, SearchRequest, search_images
+from gallery.search import query_vectors
+from gallery.search.request import SearchError, SearchRequest
+from gallery.search.selector import search_images
 
 COUNT = 2000
 RARE_EVERY = 100  # 1 % of images carry the tag "rare"
@@ -254,7 +256,7 @@ def test_sql_metacharacters_are_just_words(library):
 
 
 def test_compositional_query_weights_and_negates_text_vectors(library):
-    vector, has_image = search.query_vector(SearchRequest(text="beach + 2:sunset - people"))
+    vector, has_image = query_vectors.query_vector(SearchRequest(text="beach + 2:sunset - people"))
     parts = encoder.encode_texts(["beach", "sunset", "people"])
     expected = parts[0] + 2 * parts[1] - parts[2]
     np.testing.assert_allclose(vector, expected / np.linalg.norm(expected), atol=1e-5)
@@ -263,7 +265,7 @@ def test_compositional_query_weights_and_negates_text_vectors(library):
 
 def test_text_and_image_combine_and_more_like_this_uses_the_stored_vector(library):
     stored = library.vectors[42]
-    vector, has_image = search.query_vector(
+    vector, has_image = query_vectors.query_vector(
         SearchRequest(text="red", like_image_id=int(library.ids[42]))
     )
     expected = encoder.encode_texts(["red"])[0] + stored
@@ -275,16 +277,16 @@ def test_text_and_image_combine_and_more_like_this_uses_the_stored_vector(librar
 
 def test_text_vectors_are_cached_in_process_and_in_redis(library, settings):
     settings.TEXT_VECTOR_CACHE_SIZE = 3
-    search.clear_text_vector_cache()
+    query_vectors.clear_text_vector_cache()
     for text in ["one", "two", "three", "four", "five"]:
-        search.text_vector(text)
-    assert len(search._text_vectors) == 3  # bounded LRU
-    key, cached = next(reversed(search._text_vectors.items()))
+        query_vectors.text_vector(text)
+    assert len(query_vectors._text_vectors) == 3  # bounded LRU
+    key, cached = next(reversed(query_vectors._text_vectors.items()))
     stored = np.frombuffer(cache.get(key), dtype=np.float32)
     np.testing.assert_array_equal(stored, cached)
     np.testing.assert_allclose(cached, encoder.encode_texts(["five"])[0], atol=1e-6)
-    search.clear_text_vector_cache()
-    np.testing.assert_array_equal(search.text_vector("five"), cached)  # served from Redis
+    query_vectors.clear_text_vector_cache()
+    np.testing.assert_array_equal(query_vectors.text_vector("five"), cached)  # served from Redis
 
 
 def test_only_vectors_of_the_configured_model_are_searched(library):

@@ -5,8 +5,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from gallery import encoder, indexing
-from gallery.ingest import ingest_image
+from gallery.indexing import encoder, encoding
+from gallery.library.ingest import ingest_image
 from gallery.models import Image
 from tests.images import distinct_images, image_bytes
 
@@ -25,7 +25,7 @@ def indexed_images(media_root):
         ).image
         for n, data in enumerate(distinct_images(30))
     ]
-    indexing.encode_images([image.pk for image in images])
+    encoding.encode_images([image.pk for image in images])
     return images
 
 
@@ -167,9 +167,9 @@ def test_gallery_links_to_more_like_this_for_indexed_images(client, indexed_imag
 def test_missing_model_weights_make_search_unavailable_with_instructions(
     client, settings, indexed_images
 ):
-    from gallery import search
+    from gallery.search import query_vectors
 
-    search.clear_text_vector_cache()
+    query_vectors.clear_text_vector_cache()
     settings.CLIP_MODEL = "ViT-B-32"
     settings.CLIP_PRETRAINED = "laion2b_s34b_b79k"
     response = client.get(reverse("api_search"), {"q": "a new query no cache has seen"})

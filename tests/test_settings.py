@@ -58,7 +58,7 @@ def test_docker_compose_wires_db_redis_web_and_scalable_workers():
 
 
 def test_given_urls_are_used_and_no_embedded_server_is_started(tmp_path, settings):
-    from gallery.sandbox import database_url
+    from gallery.offline.sandbox import database_url
     from tests.conftest import run_cli
 
     data_dir = tmp_path / "data"

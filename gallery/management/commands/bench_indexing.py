@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from gallery import benchmarks
+from gallery.offline import benchmarks
 
 
 class Command(BaseCommand):

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
-from gallery import benchmarks
 from gallery.models import HNSW_EF_CONSTRUCTION, HNSW_M
+from gallery.offline import benchmarks
 
 
 class Command(BaseCommand):

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from gallery import benchmarks, datasets, evaluation, report
+from gallery.offline import benchmarks, datasets, evaluation, report
 
 
 class Command(BaseCommand):

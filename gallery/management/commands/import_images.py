@@ -5,7 +5,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from gallery import indexing, ingest
+from gallery.indexing import encoding
+from gallery.library import ingest, tags, validation
 from gallery.models import Image
 
 
@@ -28,8 +29,8 @@ class Command(BaseCommand):
         if not path.exists():
             raise CommandError(f"{path} does not exist.")
         try:
-            tag_names = ingest.parse_tag_names(",".join(tag))
-        except ingest.RejectedImage as error:
+            tag_names = tags.parse_tag_names(",".join(tag))
+        except validation.RejectedImage as error:
             raise CommandError(str(error)) from None
         files = ingest.find_image_files(path, recursive=recursive)
         counts, rejected, created_ids = Counter(), [], []
@@ -63,6 +64,6 @@ class Command(BaseCommand):
         with tqdm(total=len(image_ids), desc="Encoding", unit="image") as progress:
             for start in range(0, len(image_ids), batch_size):
                 batch = image_ids[start : start + batch_size]
-                summary = indexing.encode_images(batch)
+                summary = encoding.encode_images(batch)
                 counts.update({key: summary[key] for key in ("indexed", "failed")})
                 progress.update(len(batch))

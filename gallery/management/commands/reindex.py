@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from gallery import indexing
+from gallery.indexing import progress, queueing
 
 
 class Command(BaseCommand):
@@ -22,10 +22,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, scope, **options):
-        queued = indexing.reindex_images(indexing.images_to_reindex(scope))
-        progress = indexing.indexing_progress()
-        self.stdout.write(f"Queued {queued} image(s) for re-encoding with {progress['model']}.")
+        queued = queueing.reindex_images(queueing.images_to_reindex(scope))
+        counts = progress.indexing_progress()
+        self.stdout.write(f"Queued {queued} image(s) for re-encoding with {counts['model']}.")
         self.stdout.write(
             "Now: {pending} pending, {indexed} indexed, {failed} failed, {stale} stale; "
-            "{queued_jobs} jobs in the queue.".format(**progress)
+            "{queued_jobs} jobs in the queue.".format(**counts)
         )

@@ -2,7 +2,7 @@ from datetime import timedelta
 
 from django.core.management.base import BaseCommand
 
-from gallery import indexing
+from gallery.indexing import queueing
 
 
 class Command(BaseCommand):
@@ -22,5 +22,5 @@ class Command(BaseCommand):
 
     def handle(self, *args, stuck_after, **options):
         delay = None if stuck_after is None else timedelta(seconds=stuck_after)
-        queued = indexing.requeue_stuck_images(stuck_after=delay)
+        queued = queueing.requeue_stuck_images(stuck_after=delay)
         self.stdout.write(f"Queued {queued} pending image(s) for encoding.")

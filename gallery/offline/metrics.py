@@ -8,6 +8,9 @@ items that the ranking never returns count against recall and average precision.
 import math
 from collections.abc import Sequence
 
+# The 11 standard recall levels of an interpolated precision-recall curve.
+RECALL_LEVELS = tuple(step / 10 for step in range(11))
+
 
 def precision_at_k(ranking: Sequence, relevant: set, k: int) -> float:
     if k <= 0:

@@ -13,7 +13,7 @@ logger = logging.getLogger(__name__)
 
 class EncodingWorker(SimpleWorker):
     def work(self, *args, **kwargs):
-        from gallery.encoder import ModelWeightsUnavailable, get_encoder
+        from gallery.indexing.encoder import ModelWeightsUnavailable, get_encoder
 
         try:
             get_encoder()

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from gallery.evaluation import RECALL_LEVELS  # noqa: E402
+from gallery.offline.metrics import RECALL_LEVELS  # noqa: E402
 
 METRIC_COLUMNS = ("AP", "nDCG@10", "MRR")
 

@@ -16,9 +16,12 @@ from django.conf import settings
 from django.test.utils import override_settings
 from tqdm import tqdm
 
-from gallery import datasets, encoder, indexing, metrics, sandbox, search
-from gallery.ingest import ingest_image
+from gallery.indexing import encoder, encoding
+from gallery.library.ingest import ingest_image
 from gallery.models import Image
+from gallery.offline import datasets, metrics, sandbox
+from gallery.search import keyword, selector
+from gallery.search.request import SearchRequest
 
 PROMPT_TEMPLATE = "a photo of a {}."
 # A subset of CLIP's ImageNet prompt ensemble (Radford et al. 2021).
@@ -104,7 +107,7 @@ def run_evaluation(config: EvaluationConfig, *, report_dir: Path | None = None) 
                 ),
             }
             if report_dir is not None:
-                from gallery import report
+                from gallery.offline import report
 
                 examples = example_rankings(queries, rankings, labels, library.media_root)
                 figures["report"] = str(report.write_report(figures, examples, report_dir))
@@ -136,7 +139,7 @@ def encode_all(image_ids: list[int]) -> None:
     with tqdm(total=len(image_ids), desc="Encoding", unit="image") as bar:
         for start in range(0, len(image_ids), batch):
             chunk = image_ids[start : start + batch]
-            summary = indexing.encode_images(chunk)
+            summary = encoding.encode_images(chunk)
             if summary["failed"]:
                 failed = Image.objects.filter(pk__in=chunk, status=Image.Status.FAILED).first()
                 raise RuntimeError(f"Encoding failed: {failed.status_error}")
@@ -175,10 +178,10 @@ def clip_ranking(query: Query, depth: int, *, exact: bool) -> tuple[list[int], l
     """The product's own search, paged down to `depth` results: ids and their scores."""
     hits, page = [], 1
     while len(hits) < depth:
-        request = search.SearchRequest(
+        request = SearchRequest(
             text=query.text, like_image_id=query.image_id, page=page, page_size=100
         )
-        results = search.search_images(request, exact=exact)
+        results = selector.search_images(request, exact=exact)
         hits += [hit for hit in results.hits if hit.image.pk != query.image_id]
         if not results.has_next:
             break
@@ -195,7 +198,7 @@ def run_queries(queries: list[Query], depth: int) -> tuple[list[dict], list[list
         ranked = {"clip-hnsw": clip_ranking(query, depth, exact=False)[0], "clip-exact": exact_ids}
         clip_scores.append(exact_scores)
         if query.text:
-            ranked["keyword"] = search.keyword_search(query.text, limit=depth)
+            ranked["keyword"] = keyword.keyword_search(query.text, limit=depth)
             ranked["hybrid"] = metrics.reciprocal_rank_fusion(
                 [ranked["clip-hnsw"], ranked["keyword"]]
             )[:depth]
@@ -249,16 +252,13 @@ def score_queries(queries, rankings, ks) -> dict:
     }
 
 
-RECALL_LEVELS = np.linspace(0, 1, 11)
-
-
 def _interpolated_precision(ranking, relevant) -> np.ndarray:
     precisions, recalls = metrics.precision_recall_curve(ranking, relevant)
     precisions, recalls = np.array(precisions or [0.0]), np.array(recalls or [0.0])
     return np.array(
         [
             precisions[recalls >= level].max() if (recalls >= level).any() else 0.0
-            for level in RECALL_LEVELS
+            for level in metrics.RECALL_LEVELS
         ]
     )
 

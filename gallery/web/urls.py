@@ -1,6 +1,6 @@
 from django.urls import path
 
-from gallery import views
+from gallery.web import views
 
 urlpatterns = [
     path("", views.gallery, name="gallery"),

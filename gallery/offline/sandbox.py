@@ -62,7 +62,7 @@ class IsolatedLibrary:
                 "rqworker",
                 self.queue_name,
                 "--worker-class",
-                "gallery.worker.EncodingWorker",
+                "gallery.indexing.worker.EncodingWorker",
             ],
             env=self.child_environment(**extra_env),
             cwd=PROJECT_DIR,

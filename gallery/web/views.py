@@ -12,22 +12,26 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 from django.views.static import serve
 
-from gallery import encoder, health, ingest, search
-from gallery.forms import SearchForm, UploadForm
+from gallery.indexing import encoder, progress
+from gallery.library import ingest, selectors
 from gallery.models import Image
-from gallery.query import SYNTAX_HELP
+from gallery.search import query_vectors, selector
+from gallery.search.query_syntax import SYNTAX_HELP
+from gallery.search.request import SearchError
+from gallery.web import health
+from gallery.web.forms import SearchForm, UploadForm
 
 GALLERY_PAGE_SIZE = 48
 
 
 def gallery(request):
     status = request.GET.get("status", "")
-    images = search.browse_images(status=status)
+    images = selectors.browse_images(status=status)
     page = Paginator(images, GALLERY_PAGE_SIZE).get_page(request.GET.get("page"))
     context = {
         "page": page,
         "status": status,
-        "counts": search.status_counts(),
+        "counts": progress.status_counts(),
         "query_prefix": f"status={status}&" if status in Image.Status.values else "",
     }
     return render(request, "gallery/gallery.html", context)
@@ -103,16 +107,16 @@ def _upload_result_json(result: ingest.IngestResult) -> dict:
 # -- search ----------------------------------------------------------------------------------
 
 
-def _search(form: SearchForm) -> tuple[search.SearchResults, str]:
+def _search(form: SearchForm) -> tuple[selector.SearchResults, str]:
     """Run a valid form's search; returns the results and the query image's token, if any."""
     token = form.cleaned_data["image_token"]
     vector = None
     if form.cleaned_data["image"] is not None:
-        vector = search.query_image_vector(form.cleaned_data["image"].read())
-        token = search.remember_query_image(vector)
+        vector = query_vectors.query_image_vector(form.cleaned_data["image"].read())
+        token = query_vectors.remember_query_image(vector)
     elif token:
-        vector = search.recall_query_image(token)
-    return search.search_images(form.search_request(image_vector=vector)), token
+        vector = query_vectors.recall_query_image(token)
+    return selector.search_images(form.search_request(image_vector=vector)), token
 
 
 def _paging_query(form: SearchForm, token: str, page: int) -> str:
@@ -145,7 +149,7 @@ def search_page(request):
         return render(request, "gallery/search.html", context, status=400)
     try:
         results, token = _search(form)
-    except search.SearchError as error:
+    except SearchError as error:
         form.add_error(error.parameter if error.parameter in form.fields else None, str(error))
         return render(request, "gallery/search.html", context, status=400)
     except encoder.ModelWeightsUnavailable as error:
@@ -178,7 +182,7 @@ def api_search(request):
         return _api_error("q", "Give q (text), like (an image id) or an image file.")
     try:
         results, token = _search(form)
-    except search.SearchError as error:
+    except SearchError as error:
         return _api_error(error.parameter, str(error))
     except encoder.ModelWeightsUnavailable as error:
         return JsonResponse({"error": {"parameter": None, "message": str(error)}}, status=503)
@@ -205,7 +209,7 @@ def api_search(request):
     )
 
 
-def _hit_json(request, hit: search.Hit) -> dict:
+def _hit_json(request, hit: selector.Hit) -> dict:
     image = hit.image
     return {
         "id": image.pk,

@@ -2,7 +2,8 @@
 
 from django import forms
 
-from gallery.ingest import RejectedImage, parse_tag_names
+from gallery.library.tags import parse_tag_names
+from gallery.library.validation import RejectedImage
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -76,7 +77,7 @@ class SearchForm(forms.Form):
     def search_request(self, **extra):
         from django.conf import settings
 
-        from gallery.search import SearchRequest
+        from gallery.search.request import SearchRequest
 
         data = self.cleaned_data
         return SearchRequest(

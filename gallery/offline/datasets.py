@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from gallery.ingest import IMAGE_FILE_EXTENSIONS
+from gallery.library.validation import IMAGE_FILE_EXTENSIONS
 
 TUXPAINT_STAMPS = Path("/usr/share/tuxpaint/stamps")
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

@@ -10,8 +10,11 @@ from django.test.utils import override_settings
 from django.utils import timezone
 from PIL import Image as PILImage
 
-from gallery import encoder, indexing, ingest, sandbox
+from gallery.indexing import encoder, queueing
+from gallery.library import ingest
 from gallery.models import Image
+from gallery.offline import sandbox
+from gallery.search.request import SearchRequest
 
 PHOTO_SIZE = (4000, 3000)  # 12 megapixels, a typical phone photo
 SMALL_SIZE = (640, 480)
@@ -65,7 +68,7 @@ def worker_rate(ids: list[int]) -> float:
     """Stored images to vectors through the queue and a worker (what `reindex` does)."""
     since = timezone.now()
     started = time.perf_counter()
-    indexing.reindex_images(Image.objects.filter(pk__in=ids))
+    queueing.reindex_images(Image.objects.filter(pk__in=ids))
     _wait_until_indexed(ids, since=since)
     return len(ids) / (time.perf_counter() - started)
 
@@ -233,7 +236,7 @@ def measure_search(
     queries, expected, *, ef: int | None, exact: bool = False, filters: dict | None = None
 ) -> dict:
     """Recall@10 and database latency of the product's own search statement."""
-    from gallery.search import SearchRequest, search_images
+    from gallery.search.selector import search_images
 
     recalls, latencies, returned = [], [], []
     overrides = {} if ef is None else {"SEARCH_EF_SEARCH": ef}

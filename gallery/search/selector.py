@@ -12,52 +12,19 @@ filters (a 0.5 % filter returned 0.2 of 10 rows without it, 10 of 10 with it); t
 materialized CTE then restores strict order, as pgvector's documentation prescribes.
 """
 
-import hashlib
-import logging
-import threading
 import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 import numpy as np
 from django.conf import settings
-from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import Count
 from django.utils import timezone
 
-from gallery import encoder
+from gallery.indexing import encoder
 from gallery.models import Image, Tag
-from gallery.query import QuerySyntaxError, parse_query
-
-logger = logging.getLogger(__name__)
-
-SORTS = ("relevance", "date")
-
-
-class SearchError(ValueError):
-    """A request that cannot be searched; `parameter` names the offending input."""
-
-    def __init__(self, parameter: str, message: str):
-        super().__init__(message)
-        self.parameter = parameter
-
-
-@dataclass
-class SearchRequest:
-    text: str = ""
-    image_vector: np.ndarray | None = None
-    like_image_id: int | None = None
-    tags_any: list[str] = field(default_factory=list)
-    tags_all: list[str] = field(default_factory=list)
-    tags_not: list[str] = field(default_factory=list)
-    after: date | None = None
-    before: date | None = None
-    min_score: float | None = None
-    sort: str = "relevance"
-    page: int = 1
-    page_size: int = 24
+from gallery.search.query_vectors import query_vector
+from gallery.search.request import SORTS, SearchError, SearchRequest
 
 
 @dataclass
@@ -89,101 +56,6 @@ class SearchResults:
     @property
     def start_rank(self) -> int:
         return (self.page - 1) * self.page_size + 1
-
-
-# -- query vectors ---------------------------------------------------------------------------
-
-_text_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
-_text_vectors_lock = threading.Lock()
-
-
-def text_vector(text: str) -> np.ndarray:
-    """The text encoder's vector for `text`, cached in process (LRU) and in Redis."""
-    key = (
-        f"textvec:{hashlib.sha256(f'{encoder.configured_model_id()}|{text}'.encode()).hexdigest()}"
-    )
-    with _text_vectors_lock:
-        if key in _text_vectors:
-            _text_vectors.move_to_end(key)
-            return _text_vectors[key]
-    vector = _cached_in_redis(key)
-    if vector is None:
-        vector = encoder.encode_texts([text])[0]
-        _store_in_redis(key, vector)
-    with _text_vectors_lock:
-        _text_vectors[key] = vector
-        while len(_text_vectors) > settings.TEXT_VECTOR_CACHE_SIZE:
-            _text_vectors.popitem(last=False)
-    return vector
-
-
-def _cached_in_redis(key: str) -> np.ndarray | None:
-    try:
-        raw = cache.get(key)
-    except Exception:  # the cache is an optimisation; search works without Redis
-        return None
-    return None if raw is None else np.frombuffer(raw, dtype=np.float32)
-
-
-def _store_in_redis(key: str, vector: np.ndarray) -> None:
-    try:
-        cache.set(key, vector.astype(np.float32).tobytes())
-    except Exception:
-        logger.warning("Could not cache a text vector in Redis", exc_info=True)
-
-
-def clear_text_vector_cache() -> None:
-    with _text_vectors_lock:
-        _text_vectors.clear()
-
-
-def remember_query_image(vector: np.ndarray) -> str:
-    """Keep an uploaded query image's vector for paging; returns its token."""
-    data = np.asarray(vector, dtype=np.float32).tobytes()
-    token = hashlib.sha256(data).hexdigest()[:32]
-    cache.set(f"queryimage:{token}", data, timeout=24 * 3600)
-    return token
-
-
-def recall_query_image(token: str) -> np.ndarray:
-    raw = cache.get(f"queryimage:{token}") if token.isalnum() else None
-    if raw is None:
-        raise SearchError("image", "The query image has expired; upload it again.")
-    return np.frombuffer(raw, dtype=np.float32)
-
-
-def query_vector(request: SearchRequest) -> tuple[np.ndarray, bool]:
-    """The combined, normalised query vector and whether an image took part."""
-    try:
-        terms = parse_query(request.text)
-    except QuerySyntaxError as error:
-        raise SearchError("q", str(error)) from None
-    parts = [term.weight * text_vector(term.text) for term in terms]
-    has_image = False
-    if request.image_vector is not None:
-        parts.append(np.asarray(request.image_vector, dtype=np.float32))
-        has_image = True
-    if request.like_image_id is not None:
-        parts.append(_stored_vector(request.like_image_id))
-        has_image = True
-    if not has_image and not any(term.weight > 0 for term in terms):
-        if terms:
-            raise SearchError("q", "Add a word to search for, not only '-' terms to avoid.")
-        raise SearchError("q", "Type something to search for, or give a query image.")
-    combined = np.sum(parts, axis=0)
-    norm = float(np.linalg.norm(combined))
-    if norm < 1e-6:
-        raise SearchError("q", "The query's terms cancel each other out.")
-    return (combined / norm).astype(np.float32), has_image
-
-
-def _stored_vector(image_id: int) -> np.ndarray:
-    image = Image.objects.filter(pk=image_id).only("embedding", "embedding_model", "status").first()
-    if image is None:
-        raise SearchError("like", f"There is no image {image_id}.")
-    if image.embedding is None or image.embedding_model != encoder.configured_model_id():
-        raise SearchError("like", "That image is not indexed yet; try again in a moment.")
-    return np.asarray(image.embedding, dtype=np.float32)
 
 
 # -- the statement ---------------------------------------------------------------------------
@@ -439,63 +311,3 @@ def _count(conditions: list[str], params: dict) -> int:
             f"SELECT count(*) FROM gallery_image i WHERE {' AND '.join(conditions)}", params
         )
         return cursor.fetchone()[0]
-
-
-def query_image_vector(data: bytes, filename: str = "query image") -> np.ndarray:
-    """The vector of an uploaded query image, after the same checks as an upload."""
-    import io
-
-    from gallery.ingest import RejectedImage, check_upload_size, validate_image
-
-    try:
-        check_upload_size(len(data))
-        validate_image(data, filename, notes=[])
-    except RejectedImage as error:
-        raise SearchError("image", str(error)) from None
-    picture = encoder.open_image_for_encoding(io.BytesIO(data))
-    return encoder.encode_images([picture])[0]
-
-
-# -- keyword search (the baseline a user has without CLIP) -----------------------------------
-
-KEYWORD_SQL = """
-WITH query AS (
-    -- Any of the query's stemmed words (OR), so a long caption still finds partial matches.
-    SELECT NULLIF(array_to_string(tsvector_to_array(to_tsvector('english', %(text)s)), ' | '),
-                  '')::tsquery AS terms
-), documents AS (
-    SELECT i.id, to_tsvector('english',
-        i.caption || ' ' || regexp_replace(i.original_filename, '[._-]+', ' ', 'g') || ' ' ||
-        coalesce((SELECT string_agg(tag.name, ' ') FROM gallery_tag tag
-                  JOIN gallery_image_tags it ON it.tag_id = tag.id WHERE it.image_id = i.id), '')
-    ) AS document
-    FROM gallery_image i
-)
-SELECT d.id FROM documents d, query q
-WHERE d.document @@ q.terms
-ORDER BY ts_rank_cd(d.document, q.terms) DESC, d.id
-LIMIT %(limit)s
-"""
-
-
-def keyword_search(text: str, *, limit: int = 100) -> list[int]:
-    """Image ids ranked by PostgreSQL full-text search over captions, file names and tags."""
-    with connection.cursor() as cursor:
-        cursor.execute(KEYWORD_SQL, {"text": text, "limit": limit})
-        return [row[0] for row in cursor.fetchall()]
-
-
-# -- browsing --------------------------------------------------------------------------------
-
-
-def browse_images(*, status: str = ""):
-    """The gallery: newest first, optionally only one indexing status."""
-    images = Image.objects.prefetch_related("tags")
-    if status in Image.Status.values:
-        images = images.filter(status=status)
-    return images
-
-
-def status_counts() -> dict[str, int]:
-    counts = dict(Image.objects.values_list("status").annotate(n=Count("pk")))
-    return {status: counts.get(status, 0) for status in Image.Status.values}

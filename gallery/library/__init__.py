@@ -1,0 +1,1 @@
+"""The library: getting images in (validation, storage, tags) and listing them."""

@@ -1,0 +1,173 @@
+"""Deciding whether bytes are an image we accept: format, size, pixels, EXIF date, thumbnail.
+
+Used by every write path (uploads, folder import) and by query images in search.
+"""
+
+import io
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.utils import timezone
+from PIL import Image as PILImage
+from PIL import ImageOps, UnidentifiedImageError
+
+# Pillow format name -> stored file extension.
+ACCEPTED_FORMATS = {
+    "JPEG": "jpg",
+    "MPO": "jpg",
+    "PNG": "png",
+    "WEBP": "webp",
+    "GIF": "gif",
+    "BMP": "bmp",
+    "TIFF": "tif",
+}
+IMAGE_FILE_EXTENSIONS = {
+    ".jpg",
+    ".jpeg",
+    ".jpe",
+    ".png",
+    ".webp",
+    ".gif",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".svg",
+    ".heic",
+}
+EXTENSION_FORMATS = {
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".jpe": "JPEG",
+    ".png": "PNG",
+    ".webp": "WEBP",
+    ".gif": "GIF",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+}
+EXIF_IFD = 0x8769
+EXIF_DATETIME_ORIGINAL = 36867
+EXIF_OFFSET_TIME_ORIGINAL = 36881
+
+
+class RejectedImage(Exception):
+    """A file that cannot become an image; the message is shown to the user as is."""
+
+
+@dataclass
+class ValidatedImage:
+    format: str
+    width: int
+    height: int
+    taken_at: datetime | None
+    thumbnail: bytes
+
+
+def check_upload_size(size: int) -> None:
+    if size == 0:
+        raise RejectedImage("The file is empty (0 bytes).")
+    if size > settings.MAX_UPLOAD_BYTES:
+        raise RejectedImage(size_message(size))
+
+
+def size_message(size: int | None) -> str:
+    limit = f"the limit is {settings.MAX_UPLOAD_BYTES / 1e6:g} MB"
+    if size is None:
+        return f"The file is too large: {limit}."
+    return f"The file is too large ({size / 1e6:.1f} MB); {limit}."
+
+
+def validate_image(data: bytes, filename: str, notes: list[str]) -> ValidatedImage:
+    """Decode the whole image once: proves it is complete and gives size, date and thumbnail."""
+    head = data[:512].lstrip().lower()
+    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in data[:4096].lower()):
+        raise RejectedImage(
+            "SVG is a vector drawing format and is not supported; export it as PNG or JPEG."
+        )
+    try:
+        # The pixel limit is checked below with a clearer message than Pillow's warning.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            with PILImage.open(io.BytesIO(data)) as probe:
+                image_format = probe.format or ""
+                width, height = probe.size
+    except UnidentifiedImageError:
+        raise RejectedImage(
+            "This is not an image file (its content is not a recognised image format)."
+        ) from None
+    except PILImage.DecompressionBombError:
+        raise _too_many_pixels(None, None) from None
+    except OSError as error:
+        raise RejectedImage(f"The image is corrupt: {error}.") from None
+    if image_format not in ACCEPTED_FORMATS:
+        raise RejectedImage(
+            f"{image_format or 'This'} images are not supported; accepted formats are JPEG, "
+            "PNG, WebP, GIF, BMP and TIFF."
+        )
+    if width * height > settings.MAX_IMAGE_PIXELS:
+        raise _too_many_pixels(width, height)
+    claimed = EXTENSION_FORMATS.get(_extension(filename))
+    if claimed and claimed != image_format and {claimed, image_format} != {"JPEG", "MPO"}:
+        notes.append(
+            f"The file name says {claimed} but the content is {image_format}; "
+            f"stored as {image_format}."
+        )
+    try:
+        with PILImage.open(io.BytesIO(data)) as image:
+            # Reduced-scale JPEG decoding still reads the whole stream, so truncation is caught.
+            image.draft("RGB", (settings.THUMBNAIL_SIZE, settings.THUMBNAIL_SIZE))
+            image.load()
+            taken_at = _exif_taken_at(image)
+            upright = ImageOps.exif_transpose(image)
+            if upright.size != image.size:
+                width, height = height, width  # rotated by EXIF orientation
+            thumbnail = _thumbnail(upright)
+    except PILImage.DecompressionBombError:
+        raise _too_many_pixels(width, height) from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise RejectedImage(
+            f"The image is corrupt or truncated and cannot be decoded ({error})."
+        ) from None
+    return ValidatedImage(image_format, width, height, taken_at, thumbnail)
+
+
+def _too_many_pixels(width, height) -> RejectedImage:
+    size = f"{width} x {height} = {width * height / 1e6:.0f} megapixels" if width else "too many"
+    return RejectedImage(
+        f"The image has too many pixels ({size}); the limit is "
+        f"{settings.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels."
+    )
+
+
+def _extension(filename: str) -> str:
+    dot = filename.rfind(".")
+    return filename[dot:].lower() if dot >= 0 else ""
+
+
+def _thumbnail(image: PILImage.Image) -> bytes:
+    if image.mode not in ("RGB", "RGBA"):
+        image = image.convert(
+            "RGBA" if "transparency" in image.info or "A" in image.mode else "RGB"
+        )
+    image = image.copy()
+    image.thumbnail((settings.THUMBNAIL_SIZE, settings.THUMBNAIL_SIZE), PILImage.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, "WEBP", quality=80, method=4)
+    return buffer.getvalue()
+
+
+def _exif_taken_at(image: PILImage.Image) -> datetime | None:
+    try:
+        exif = image.getexif().get_ifd(EXIF_IFD)
+        raw = exif.get(EXIF_DATETIME_ORIGINAL)
+        if not raw:
+            return None
+        taken = datetime.strptime(str(raw).strip("\x00 ").strip(), "%Y:%m:%d %H:%M:%S")
+        offset = exif.get(EXIF_OFFSET_TIME_ORIGINAL)
+        if offset:
+            return datetime.fromisoformat(taken.isoformat() + str(offset).strip("\x00 "))
+        return timezone.make_aware(taken)
+    except (ValueError, TypeError, KeyError, OverflowError):
+        return None  # an unreadable date is not a reason to refuse the image

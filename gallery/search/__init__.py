@@ -1,0 +1,1 @@
+"""Search: the query language, query vectors and the one-statement pgvector selector."""

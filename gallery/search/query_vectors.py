@@ -1,0 +1,124 @@
+"""Query vectors: text terms through the text encoder (cached), query images, "more like this"."""
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+
+import numpy as np
+from django.conf import settings
+from django.core.cache import cache
+
+from gallery.indexing import encoder
+from gallery.library.validation import RejectedImage, check_upload_size, validate_image
+from gallery.models import Image
+from gallery.search.query_syntax import QuerySyntaxError, parse_query
+from gallery.search.request import SearchError, SearchRequest
+
+logger = logging.getLogger(__name__)
+
+
+_text_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+_text_vectors_lock = threading.Lock()
+
+
+def text_vector(text: str) -> np.ndarray:
+    """The text encoder's vector for `text`, cached in process (LRU) and in Redis."""
+    key = (
+        f"textvec:{hashlib.sha256(f'{encoder.configured_model_id()}|{text}'.encode()).hexdigest()}"
+    )
+    with _text_vectors_lock:
+        if key in _text_vectors:
+            _text_vectors.move_to_end(key)
+            return _text_vectors[key]
+    vector = _cached_in_redis(key)
+    if vector is None:
+        vector = encoder.encode_texts([text])[0]
+        _store_in_redis(key, vector)
+    with _text_vectors_lock:
+        _text_vectors[key] = vector
+        while len(_text_vectors) > settings.TEXT_VECTOR_CACHE_SIZE:
+            _text_vectors.popitem(last=False)
+    return vector
+
+
+def _cached_in_redis(key: str) -> np.ndarray | None:
+    try:
+        raw = cache.get(key)
+    except Exception:  # the cache is an optimisation; search works without Redis
+        return None
+    return None if raw is None else np.frombuffer(raw, dtype=np.float32)
+
+
+def _store_in_redis(key: str, vector: np.ndarray) -> None:
+    try:
+        cache.set(key, vector.astype(np.float32).tobytes())
+    except Exception:
+        logger.warning("Could not cache a text vector in Redis", exc_info=True)
+
+
+def clear_text_vector_cache() -> None:
+    with _text_vectors_lock:
+        _text_vectors.clear()
+
+
+def remember_query_image(vector: np.ndarray) -> str:
+    """Keep an uploaded query image's vector for paging; returns its token."""
+    data = np.asarray(vector, dtype=np.float32).tobytes()
+    token = hashlib.sha256(data).hexdigest()[:32]
+    cache.set(f"queryimage:{token}", data, timeout=24 * 3600)
+    return token
+
+
+def recall_query_image(token: str) -> np.ndarray:
+    raw = cache.get(f"queryimage:{token}") if token.isalnum() else None
+    if raw is None:
+        raise SearchError("image", "The query image has expired; upload it again.")
+    return np.frombuffer(raw, dtype=np.float32)
+
+
+def query_vector(request: SearchRequest) -> tuple[np.ndarray, bool]:
+    """The combined, normalised query vector and whether an image took part."""
+    try:
+        terms = parse_query(request.text)
+    except QuerySyntaxError as error:
+        raise SearchError("q", str(error)) from None
+    parts = [term.weight * text_vector(term.text) for term in terms]
+    has_image = False
+    if request.image_vector is not None:
+        parts.append(np.asarray(request.image_vector, dtype=np.float32))
+        has_image = True
+    if request.like_image_id is not None:
+        parts.append(_stored_vector(request.like_image_id))
+        has_image = True
+    if not has_image and not any(term.weight > 0 for term in terms):
+        if terms:
+            raise SearchError("q", "Add a word to search for, not only '-' terms to avoid.")
+        raise SearchError("q", "Type something to search for, or give a query image.")
+    combined = np.sum(parts, axis=0)
+    norm = float(np.linalg.norm(combined))
+    if norm < 1e-6:
+        raise SearchError("q", "The query's terms cancel each other out.")
+    return (combined / norm).astype(np.float32), has_image
+
+
+def _stored_vector(image_id: int) -> np.ndarray:
+    image = Image.objects.filter(pk=image_id).only("embedding", "embedding_model", "status").first()
+    if image is None:
+        raise SearchError("like", f"There is no image {image_id}.")
+    if image.embedding is None or image.embedding_model != encoder.configured_model_id():
+        raise SearchError("like", "That image is not indexed yet; try again in a moment.")
+    return np.asarray(image.embedding, dtype=np.float32)
+
+
+def query_image_vector(data: bytes, filename: str = "query image") -> np.ndarray:
+    """The vector of an uploaded query image, after the same checks as an upload."""
+    import io
+
+    try:
+        check_upload_size(len(data))
+        validate_image(data, filename, notes=[])
+    except RejectedImage as error:
+        raise SearchError("image", str(error)) from None
+    picture = encoder.open_image_for_encoding(io.BytesIO(data))
+    return encoder.encode_images([picture])[0]

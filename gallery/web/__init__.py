@@ -1,0 +1,1 @@
+"""The web front: views, forms, the JSON API, the upload handler and the health check."""
