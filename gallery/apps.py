@@ -1,6 +1,29 @@
+import logging
+
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+logger = logging.getLogger(__name__)
 
 
 class GalleryConfig(AppConfig):
     name = "gallery"
     verbose_name = "Gallery"
+
+    def ready(self):
+        post_migrate.connect(follow_configured_model, sender=self)
+
+
+def follow_configured_model(sender, plan=None, using="default", **kwargs):
+    """After `migrate` (every `up`, every Compose web start), register the configured model.
+
+    `flush` also sends post_migrate, without a plan: it is left alone.
+    """
+    if plan is None:
+        return
+    from gallery.indexing import encoder, registry
+
+    try:
+        registry.sync_configured_model()
+    except encoder.ModelWeightsUnavailable as error:
+        logger.error("The configured CLIP model cannot be registered: %s", error)

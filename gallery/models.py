@@ -1,9 +1,16 @@
-"""Images, their tags and their CLIP vectors: one table, so similarity and filters share a query."""
+"""Images, their tags, the CLIP models the library knows and one vector per image and model.
+
+Vectors live in PostgreSQL beside the images, so similarity and every filter share one
+statement. Each model's vectors have their own partial HNSW index (see gallery/indexing/
+registry.py), so models of different sizes share the table and never mix in a search.
+"""
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Lower
-from pgvector.django import HnswIndex, VectorField
+from django.utils import timezone
+from pgvector.django import VectorField
 
 # HNSW build parameters, chosen with bench_search at 100k vectors (see README): with
 # ef_construction 128 instead of 64 the build takes 33 s instead of 24 s, and ef_search 200
@@ -23,6 +30,21 @@ class Tag(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ImageQuerySet(models.QuerySet):
+    def indexable(self):
+        """Images a model can encode: all but those whose file could not be read."""
+        return self.exclude(status=Image.Status.FAILED)
+
+    def with_vector_of(self, model):
+        return self.filter(Exists(Embedding.objects.filter(image=OuterRef("pk"), model=model)))
+
+    def missing_vector_of(self, model):
+        """Indexable images that have no vector of this model yet."""
+        return self.indexable().exclude(
+            Exists(Embedding.objects.filter(image=OuterRef("pk"), model=model))
+        )
 
 
 class Image(models.Model):
@@ -54,22 +76,83 @@ class Image(models.Model):
     status_error = models.TextField(blank=True)
     # When the image was last handed to the queue; a pending image queued long ago is stuck.
     queued_at = models.DateTimeField(null=True, blank=True)
-    embedding = VectorField(dimensions=512, null=True, blank=True)
-    # Which model (and weights) produced `embedding`, so a model change can be detected.
-    embedding_model = models.CharField(max_length=255, blank=True, db_index=True)
+    # When the active model's vector was stored (`indexed` means the active model has one).
     indexed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ImageQuerySet.as_manager()
 
     class Meta:
         ordering = ["-uploaded_at", "-id"]
-        indexes = [
-            HnswIndex(
-                name="image_embedding_hnsw_cosine",
-                fields=["embedding"],
-                m=HNSW_M,
-                ef_construction=HNSW_EF_CONSTRUCTION,
-                opclasses=["vector_cosine_ops"],
+
+    def __str__(self) -> str:
+        return self.caption or self.original_filename or self.sha256[:12]
+
+
+class EmbeddingModel(models.Model):
+    """A CLIP model with its exact weights: how to load it, its vector size and its state.
+
+    One model is active (every search uses it); at most one is next (workers fill its
+    vectors while the active one keeps answering); the others are retired (their vectors
+    stay until `prune_models`).
+    """
+
+    class State(models.TextChoices):
+        ACTIVE = "active", "Active"
+        NEXT = "next", "Next (being filled)"
+        RETIRED = "retired", "Retired"
+
+    # Architecture plus the weights' identity: a pretrained tag, a seed, or a file's SHA-256.
+    model_id = models.CharField(max_length=255, unique=True)
+    architecture = models.CharField(max_length=128)
+    pretrained = models.CharField(max_length=128, blank=True)
+    weights_file = models.CharField(max_length=1024, blank=True)
+    weights_sha256 = models.CharField(max_length=64, blank=True)
+    random_seed = models.IntegerField(default=0)
+    dimensions = models.PositiveIntegerField()
+    state = models.CharField(max_length=16, choices=State.choices)
+    added_at = models.DateTimeField(default=timezone.now)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+    # Why the last attempt to load the weights failed; empty once they load.
+    load_error = models.TextField(blank=True)
+    load_error_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-added_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["state"], condition=Q(state="active"), name="one_active_embedding_model"
+            ),
+            models.UniqueConstraint(
+                fields=["state"], condition=Q(state="next"), name="one_next_embedding_model"
             ),
         ]
 
     def __str__(self) -> str:
-        return self.caption or self.original_filename or self.sha256[:12]
+        return self.model_id
+
+    @property
+    def index_name(self) -> str:
+        return f"gallery_embedding_hnsw_{self.pk}"
+
+
+class Embedding(models.Model):
+    """One image's vector from one model; the column takes any size, each index casts it."""
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="embeddings")
+    # Covered by the (model, image) unique index, so no index of its own.
+    model = models.ForeignKey(
+        EmbeddingModel, on_delete=models.CASCADE, related_name="embeddings", db_index=False
+    )
+    vector = VectorField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model", "image"], name="one_embedding_per_model_and_image"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"image {self.image_id}, model {self.model_id}"

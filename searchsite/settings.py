@@ -162,8 +162,11 @@ CLIP_WEIGHTS_FILE = env_str("CLIP_WEIGHTS_FILE")
 CLIP_DEVICE = env_str("CLIP_DEVICE", "auto")
 CLIP_RANDOM_SEED = env_int("CLIP_RANDOM_SEED", 0)
 CLIP_MODEL_CACHE_DIR = env_str("CLIP_MODEL_CACHE_DIR") or None
-# Vectors are stored in a fixed-width pgvector column; every ViT-B CLIP model has 512.
-EMBEDDING_DIMENSIONS = 512
+# Switch to a newly configured model as soon as every image has its vector (otherwise with
+# the admin or `manage.py activate_model`).
+MODEL_AUTO_ACTIVATE = env_bool("MODEL_AUTO_ACTIVATE", True)
+# How often a web process re-reads which model is active, so a switch needs no restart.
+MODEL_REFRESH_SECONDS = env_int("MODEL_REFRESH_SECONDS", 5)
 ENCODE_BATCH_SIZE = env_int("ENCODE_BATCH_SIZE", 32)
 
 # --- Search (defaults chosen from bench_search; see README) ---

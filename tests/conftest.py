@@ -3,9 +3,30 @@ import subprocess
 import sys
 
 import django_rq
+import numpy as np
 import pytest
 
+from gallery.indexing import registry
 from gallery.indexing.worker import EncodingWorker
+from gallery.models import Embedding
+
+
+@pytest.fixture(autouse=True)
+def fresh_model_registry_cache():
+    """Each test reads the active model from its own database, not a previous test's."""
+    registry.forget_cached_models()
+    yield
+    registry.forget_cached_models()
+
+
+def active_vector(image) -> np.ndarray:
+    """The image's stored vector of the active model."""
+    embedding = Embedding.objects.get(image_id=image.pk, model=registry.active_model())
+    return np.asarray(embedding.vector, dtype=np.float32)
+
+
+def active_encoder():
+    return registry.load_encoder(registry.active_model())
 
 
 @pytest.fixture

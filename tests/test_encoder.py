@@ -18,8 +18,9 @@ def pil_image(**kwargs):
 
 
 def test_image_and_text_vectors_are_l2_normalised_float32_512d():
-    images = encoder.encode_images([pil_image(color=(255, 0, 0)), pil_image(color=(0, 0, 255))])
-    texts = encoder.encode_texts(["a red square", "a blue square", "a dog"])
+    clip = encoder.get_encoder()
+    images = clip.encode_images([pil_image(color=(255, 0, 0)), pil_image(color=(0, 0, 255))])
+    texts = clip.encode_texts(["a red square", "a blue square", "a dog"])
     assert images.shape == (2, 512) and texts.shape == (3, 512)
     assert images.dtype == np.float32 and texts.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(images, axis=1), 1.0, rtol=1e-5)
@@ -43,10 +44,27 @@ def test_model_id_names_model_and_weights():
     assert encoder.ModelSpec("ViT-B-32-256", "datacomp_s34b_b86k").model_id == (
         "ViT-B-32-256:datacomp_s34b_b86k"
     )
-    assert encoder.ModelSpec("ViT-B-32", weights_file="/w/clip.bin").model_id == (
-        "ViT-B-32:file:clip.bin"
-    )
     assert encoder.configured_model_id() == "vs-test-tiny:random-seed0"
+
+
+def test_weights_file_id_follows_the_files_bytes_not_its_name(tmp_path):
+    original = tmp_path / "clip.bin"
+    original.write_bytes(b"weights " * 1000)
+    copy = tmp_path / "renamed-copy.pt"
+    copy.write_bytes(original.read_bytes())
+    other_folder = tmp_path / "other"
+    other_folder.mkdir()
+    different = other_folder / "clip.bin"
+    different.write_bytes(b"other weights " * 1000)
+
+    def model_id(path):
+        return encoder.ModelSpec("ViT-B-32", weights_file=str(path)).model_id
+
+    assert model_id(original) == model_id(copy)
+    assert model_id(original) != model_id(different)
+    assert model_id(original).startswith("ViT-B-32:sha256:")
+    original.write_bytes(b"changed weights " * 1000)  # the same path with new bytes is a new model
+    assert model_id(original) != model_id(copy)
 
 
 def test_missing_pretrained_weights_fail_fast_with_instructions(settings):

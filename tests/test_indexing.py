@@ -14,18 +14,17 @@ from django.utils import timezone
 from PIL import Image as PILImage
 from rq.registry import StartedJobRegistry
 
-from gallery.indexing import encoder, encoding, queueing
+from gallery.indexing import encoder, encoding, queueing, registry
 from gallery.library.ingest import ingest_image
-from gallery.models import Image
+from gallery.models import Embedding, Image
 from gallery.offline import sandbox
-from tests.conftest import clean_child_environment
+from tests.conftest import active_encoder, active_vector, clean_child_environment
 from tests.images import distinct_images, image_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def vector_of(image: Image) -> np.ndarray:
-    return np.asarray(Image.objects.get(pk=image.pk).embedding, dtype=np.float32)
+vector_of = active_vector
 
 
 def add_images(count: int, **options) -> list[Image]:
@@ -48,8 +47,8 @@ def test_uploaded_image_is_encoded_by_the_worker_exactly_as_the_model_encodes_it
 
     image.refresh_from_db()
     assert image.status == Image.Status.INDEXED and image.status_error == ""
-    assert image.embedding_model == encoder.configured_model_id()
-    direct = encoder.encode_images([PILImage.open(image.file.path)])[0]
+    assert registry.active_model().model_id == encoder.configured_model_id()
+    direct = active_encoder().encode_images([PILImage.open(image.file.path)])[0]
     stored = vector_of(image)
     assert float(stored @ direct) >= 0.999
     assert abs(np.linalg.norm(stored) - 1) < 1e-5
@@ -73,18 +72,18 @@ def test_one_unreadable_image_fails_alone_and_the_rest_of_the_batch_is_stored(
     broken = statuses.pop(images[1].pk)
     assert broken.status == Image.Status.FAILED
     assert "Could not read the image file" in broken.status_error
-    assert broken.embedding is None
+    assert not broken.embeddings.exists()
     assert all(image.status == Image.Status.INDEXED for image in statuses.values())
 
 
 def test_running_a_job_twice_changes_nothing(media_root):
     images = add_images(3, enqueue=False)
     ids = [image.pk for image in images]
-    assert encoding.encode_images(ids) == {"indexed": 3, "failed": 0, "skipped": 0}
+    assert encoding.encode_images(ids) == {"indexed": 3, "filled": 0, "failed": 0, "skipped": 0}
     before = {
         image.pk: (vector_of(image), Image.objects.get(pk=image.pk).indexed_at) for image in images
     }
-    assert encoding.encode_images(ids) == {"indexed": 0, "failed": 0, "skipped": 3}
+    assert encoding.encode_images(ids) == {"indexed": 0, "filled": 0, "failed": 0, "skipped": 3}
     for image in images:
         vector, indexed_at = before[image.pk]
         np.testing.assert_array_equal(vector_of(image), vector)
@@ -159,7 +158,7 @@ def test_worker_killed_mid_batch_loses_nothing_and_requeue_recovers(
 
     # Nothing half-written: every image is still pending without a vector.
     assert set(Image.objects.values_list("status", flat=True)) == {Image.Status.PENDING}
-    assert not Image.objects.filter(embedding__isnull=False).exists()
+    assert not Embedding.objects.exists()
     queue.empty()
 
     call_command("requeue", stuck_after=0)
@@ -167,31 +166,34 @@ def test_worker_killed_mid_batch_loses_nothing_and_requeue_recovers(
     assert Image.objects.filter(status=Image.Status.INDEXED).count() == len(images)
 
 
-def test_reindex_stale_reencodes_vectors_of_another_model_while_old_ones_keep_serving(
+def test_reindex_stale_fills_the_next_model_while_the_old_one_keeps_serving(
     media_root, queue, run_burst_worker, settings
 ):
     images = add_images(3, enqueue=False)
     encoding.encode_images([image.pk for image in images])
-    old_model = encoder.configured_model_id()
+    old_model = registry.active_model()
     old_vectors = {image.pk: vector_of(image) for image in images}
 
     settings.CLIP_RANDOM_SEED = 7  # a different configured model id
-    new_model = encoder.configured_model_id()
-    assert new_model != old_model
     call_command("reindex", "--stale")
+    new_model = registry.next_model()
+    assert new_model.model_id == encoder.configured_model_id() != old_model.model_id
     assert queue.count == 1
-    # Until the worker runs, the old vectors stay and the images stay indexed.
+    # Until the worker runs, the old vectors stay, answer searches and the images stay indexed.
+    assert registry.active_model() == old_model
     for image in images:
-        refreshed = Image.objects.get(pk=image.pk)
-        assert refreshed.status == Image.Status.INDEXED and refreshed.embedding_model == old_model
+        assert Image.objects.get(pk=image.pk).status == Image.Status.INDEXED
         np.testing.assert_array_equal(vector_of(image), old_vectors[image.pk])
 
     run_burst_worker()
+    # Every image has the new model's vector, so it became active by itself.
+    registry.forget_cached_models()
+    assert registry.active_model() == new_model
     for image in images:
-        refreshed = Image.objects.get(pk=image.pk)
-        assert refreshed.embedding_model == new_model
         assert not np.allclose(vector_of(image), old_vectors[image.pk])
     assert queueing.images_to_reindex("stale").count() == 0
+    old_model.refresh_from_db()
+    assert old_model.state == "retired" and old_model.embeddings.count() == 3
 
 
 def test_reindex_failed_retries_failed_images(media_root, queue, run_burst_worker):

@@ -23,10 +23,10 @@ def test_job_enqueued_after_commit_runs_on_a_burst_worker(queue, run_burst_worke
 
     job.refresh()
     assert job.get_status() == JobStatus.FINISHED
-    assert job.return_value() == {"indexed": 1, "failed": 0, "skipped": 0}
+    assert job.return_value() == {"indexed": 1, "filled": 0, "failed": 0, "skipped": 0}
     image = Image.objects.get(pk=result.image.pk)
     assert image.status == Image.Status.INDEXED
-    assert image.embedding_model == "vs-test-tiny:random-seed0"
+    assert image.embeddings.get().model.model_id == "vs-test-tiny:random-seed0"
 
 
 @pytest.mark.django_db(transaction=True)

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 from django.core.cache import cache
 
-from gallery.indexing import encoder
-from gallery.models import Image, Tag
+from gallery.indexing import registry
+from gallery.models import Embedding, EmbeddingModel, Image, Tag
 from gallery.search import query_vectors
 from gallery.search.request import SearchError, SearchRequest
 from gallery.search.selector import search_images
+from tests.conftest import active_encoder
 
 COUNT = 2000
 RARE_EVERY = 100  # 1 % of images carry the tag "rare"
@@ -41,8 +42,9 @@ class Library:
 @pytest.fixture(scope="module")
 def library(django_db_setup, django_db_blocker):
     vectors = clustered_unit_vectors(COUNT, seed=3)
-    model = encoder.configured_model_id()
     with django_db_blocker.unblock():
+        registry.forget_cached_models()
+        model = registry.active_model()
         rare, common = Tag.objects.create(name="rare"), Tag.objects.create(name="Common")
         images = Image.objects.bulk_create(
             Image(
@@ -55,10 +57,12 @@ def library(django_db_setup, django_db_blocker):
                 byte_size=1,
                 taken_at=FIRST_DAY + timedelta(days=n % 1500, minutes=n),
                 status=Image.Status.INDEXED,
-                embedding=vector,
-                embedding_model=model,
             )
-            for n, vector in enumerate(vectors)
+            for n in range(COUNT)
+        )
+        Embedding.objects.bulk_create(
+            Embedding(image=image, model=model, vector=vector)
+            for image, vector in zip(images, vectors, strict=True)
         )
         through = Image.tags.through
         through.objects.bulk_create(
@@ -75,6 +79,7 @@ def library(django_db_setup, django_db_blocker):
         )
         with __import__("django").db.connection.cursor() as cursor:
             cursor.execute("ANALYZE gallery_image")
+            cursor.execute("ANALYZE gallery_embedding")
     yield Library(
         [image.pk for image in images],
         vectors,
@@ -257,7 +262,7 @@ def test_sql_metacharacters_are_just_words(library):
 
 def test_compositional_query_weights_and_negates_text_vectors(library):
     vector, has_image = query_vectors.query_vector(SearchRequest(text="beach + 2:sunset - people"))
-    parts = encoder.encode_texts(["beach", "sunset", "people"])
+    parts = active_encoder().encode_texts(["beach", "sunset", "people"])
     expected = parts[0] + 2 * parts[1] - parts[2]
     np.testing.assert_allclose(vector, expected / np.linalg.norm(expected), atol=1e-5)
     assert not has_image
@@ -268,7 +273,7 @@ def test_text_and_image_combine_and_more_like_this_uses_the_stored_vector(librar
     vector, has_image = query_vectors.query_vector(
         SearchRequest(text="red", like_image_id=int(library.ids[42]))
     )
-    expected = encoder.encode_texts(["red"])[0] + stored
+    expected = active_encoder().encode_texts(["red"])[0] + stored
     np.testing.assert_allclose(vector, expected / np.linalg.norm(expected), atol=1e-5)
     assert has_image
     alone = search_images(SearchRequest(like_image_id=int(library.ids[42]), page_size=1))
@@ -284,7 +289,7 @@ def test_text_vectors_are_cached_in_process_and_in_redis(library, settings):
     key, cached = next(reversed(query_vectors._text_vectors.items()))
     stored = np.frombuffer(cache.get(key), dtype=np.float32)
     np.testing.assert_array_equal(stored, cached)
-    np.testing.assert_allclose(cached, encoder.encode_texts(["five"])[0], atol=1e-6)
+    np.testing.assert_allclose(cached, active_encoder().encode_texts(["five"])[0], atol=1e-6)
     query_vectors.clear_text_vector_cache()
     np.testing.assert_array_equal(query_vectors.text_vector("five"), cached)  # served from Redis
 
@@ -293,9 +298,14 @@ def test_only_vectors_of_the_configured_model_are_searched(library):
     other = Image.objects.get(pk=library.ids[0])
     query = library.vectors[0]
     assert ids_of(search_images(SearchRequest(image_vector=query, page_size=1))) == [other.pk]
-    Image.objects.filter(pk=other.pk).update(embedding_model="another-model")
+    active = registry.active_model()
+    retired = EmbeddingModel.objects.create(
+        model_id="another-model", architecture="vs-test-tiny", dimensions=512, state="retired"
+    )
+    Embedding.objects.filter(image=other, model=active).update(model=retired)
     try:
         top = ids_of(search_images(SearchRequest(image_vector=query, page_size=5)))
         assert other.pk not in top
     finally:
-        Image.objects.filter(pk=other.pk).update(embedding_model=encoder.configured_model_id())
+        Embedding.objects.filter(image=other, model=retired).update(model=active)
+        retired.delete()

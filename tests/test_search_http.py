@@ -1,13 +1,13 @@
 """The search page and GET/POST /api/search over HTTP, end to end from upload to results."""
 
-import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from gallery.indexing import encoder, encoding
+from gallery.indexing import encoding
 from gallery.library.ingest import ingest_image
 from gallery.models import Image
+from tests.conftest import active_encoder, active_vector
 from tests.images import distinct_images, image_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -29,8 +29,7 @@ def indexed_images(media_root):
     return images
 
 
-def stored_vector(image) -> np.ndarray:
-    return np.asarray(Image.objects.get(pk=image.pk).embedding, dtype=np.float32)
+stored_vector = active_vector
 
 
 def test_upload_then_worker_then_text_search_finds_the_image(
@@ -46,7 +45,7 @@ def test_upload_then_worker_then_text_search_finds_the_image(
     image = Image.objects.get()
     assert hit["id"] == image.pk
     expected = float(
-        encoder.encode_texts(["a red bicycle leaning on a wall"])[0] @ stored_vector(image)
+        active_encoder().encode_texts(["a red bicycle leaning on a wall"])[0] @ stored_vector(image)
     )
     assert hit["score"] == pytest.approx(expected, abs=1e-4)
     assert hit["original_url"].endswith(image.file.url)
@@ -164,19 +163,29 @@ def test_gallery_links_to_more_like_this_for_indexed_images(client, indexed_imag
     assert f"/search/?like={indexed_images[0].pk}" in page
 
 
-def test_missing_model_weights_make_search_unavailable_with_instructions(
+def test_a_new_configured_model_does_not_change_what_answers_searches(
     client, settings, indexed_images
 ):
-    from gallery.search import query_vectors
+    before = client.get(reverse("api_search"), {"q": "photo"}).json()["results"]
+    settings.CLIP_MODEL = "ViT-B-32"  # weights that cannot be loaded here
+    settings.CLIP_PRETRAINED = "laion2b_s34b_b79k"
+    after = client.get(reverse("api_search"), {"q": "photo"}).json()["results"]
+    assert [hit["id"] for hit in after] == [hit["id"] for hit in before]
 
-    query_vectors.clear_text_vector_cache()
-    settings.CLIP_MODEL = "ViT-B-32"
+
+def test_active_model_weights_missing_make_search_unavailable_with_instructions(
+    client, settings, db
+):
+    settings.CLIP_MODEL = "ViT-B-32"  # a new library whose configured weights cannot load
     settings.CLIP_PRETRAINED = "laion2b_s34b_b79k"
     response = client.get(reverse("api_search"), {"q": "a new query no cache has seen"})
     assert response.status_code == 503
     assert "CLIP_WEIGHTS_FILE" in response.json()["error"]["message"]
     page = client.get(reverse("search"), {"q": "another unseen query"})
     assert page.status_code == 503 and "Search is unavailable" in page.content.decode()
+    health = client.get(reverse("healthz")).json()
+    assert health["models"]["active"] == "ViT-B-32:laion2b_s34b_b79k"
+    assert "CLIP_WEIGHTS_FILE" in health["models"]["load_errors"]["ViT-B-32:laion2b_s34b_b79k"]
 
 
 def test_search_addresses_carry_only_search_parameters(client, indexed_images):

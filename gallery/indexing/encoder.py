@@ -3,6 +3,7 @@
 Nothing else in the project imports open_clip or torch.
 """
 
+import hashlib
 import logging
 import os
 import threading
@@ -43,12 +44,53 @@ class ModelSpec:
 
     @property
     def model_id(self) -> str:
-        """Names the model and weights that made a vector; stored beside each vector."""
+        """Names the architecture and the exact weights; the registry's key for a model.
+
+        A weights file is named by its content, so a copy under another name is the same
+        model and a different file under the same name is not.
+        """
         if self.weights_file:
-            return f"{self.name}:file:{Path(self.weights_file).name}"
+            return f"{self.name}:sha256:{weights_sha256(self.weights_file)[:16]}"
         if self.pretrained == RANDOM_WEIGHTS:
             return f"{self.name}:random-seed{self.random_seed}"
         return f"{self.name}:{self.pretrained}"
+
+
+_file_hashes: dict[tuple, str] = {}
+
+
+def weights_sha256(path: str) -> str:
+    """The SHA-256 of a weights file, computed once per process while the file is unchanged."""
+    file = Path(path).expanduser()
+    try:
+        stat = file.stat()
+    except OSError:
+        raise ModelWeightsUnavailable(
+            f"CLIP_WEIGHTS_FILE={path} does not exist or cannot be read. Point it at an "
+            "open_clip checkpoint (.bin, .pt or .safetensors)."
+        ) from None
+    key = (str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _file_hashes:
+        digest = hashlib.sha256()
+        with file.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        _file_hashes[key] = digest.hexdigest()
+    return _file_hashes[key]
+
+
+def architecture_dimensions(name: str) -> int:
+    """The vector size an open_clip architecture produces, read from its configuration."""
+    import open_clip
+
+    open_clip.add_model_config(MODEL_CONFIG_DIR)
+    config = open_clip.get_model_config(name)
+    if not config or "embed_dim" not in config:
+        raise ModelWeightsUnavailable(
+            f"Unknown CLIP model {name!r}. Set CLIP_MODEL to one of open_clip's "
+            "architectures, e.g. ViT-B-32-256, ViT-L-14 or ViT-SO400M-16-SigLIP2-384."
+        )
+    return int(config["embed_dim"])
 
 
 class ClipEncoder:
@@ -84,12 +126,8 @@ class ClipEncoder:
         self.model.eval()
         self.tokenizer = open_clip.get_tokenizer(spec.name)
         self.image_size = _input_size(self.preprocess)
-        dimensions = self.encode_texts([""]).shape[1]
-        if dimensions != settings.EMBEDDING_DIMENSIONS:
-            raise ModelWeightsUnavailable(
-                f"{spec.name} makes {dimensions}-d vectors but the database stores "
-                f"{settings.EMBEDDING_DIMENSIONS}-d vectors; choose a 512-d model (any ViT-B)."
-            )
+        self.dimensions = 0
+        self.dimensions = self.encode_texts([""]).shape[1]
 
     def _pretrained_source(self, open_clip) -> str:
         spec = self.spec
@@ -141,7 +179,7 @@ class ClipEncoder:
             batch = torch.stack(pixels[start : start + self.batch_size]).to(self.device)
             with torch.inference_mode():
                 batches.append(self.model.encode_image(batch).float().cpu())
-        return _normalised(batches, settings.EMBEDDING_DIMENSIONS)
+        return _normalised(batches, self.dimensions)
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """L2-normalised float32 vectors, one row per text."""
@@ -152,7 +190,7 @@ class ClipEncoder:
             tokens = self.tokenizer(texts[start : start + self.batch_size])
             with torch.inference_mode():
                 batches.append(self.model.encode_text(tokens.to(self.device)).float().cpu())
-        return _normalised(batches, settings.EMBEDDING_DIMENSIONS)
+        return _normalised(batches, self.dimensions)
 
 
 def _normalised(batches, dimensions: int) -> np.ndarray:
@@ -173,7 +211,7 @@ def _input_size(preprocess) -> int:
     return 224
 
 
-_encoder: ClipEncoder | None = None
+_encoders: dict[ModelSpec, ClipEncoder] = {}
 _encoder_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 
@@ -185,41 +223,40 @@ def _decoding_pool() -> ThreadPoolExecutor:
     return _pool
 
 
-def get_encoder() -> ClipEncoder:
-    """The process's encoder for the configured model, loaded on first use."""
-    global _encoder
-    spec = ModelSpec.from_settings()
+def get_encoder(spec: ModelSpec | None = None) -> ClipEncoder:
+    """The process's encoder for this model (the configured one by default), loaded once."""
+    spec = spec or ModelSpec.from_settings()
     with _encoder_lock:
-        if _encoder is None or _encoder.spec != spec:
+        if spec not in _encoders:
             try:
-                _encoder = ClipEncoder(
+                _encoders[spec] = ClipEncoder(
                     spec, device=settings.CLIP_DEVICE, batch_size=settings.ENCODE_BATCH_SIZE
                 )
             except ModelWeightsUnavailable:
                 raise
             except Exception as error:  # open_clip/huggingface errors: offline, bad file
                 raise ModelWeightsUnavailable(
-                    f"Could not load CLIP weights for {spec.model_id}: {error}\n"
+                    f"Could not load CLIP weights for {spec.name} "
+                    f"({spec.weights_file or spec.pretrained}): {error}\n"
                     "Without internet access, download the checkpoint on another machine "
                     "(open_clip_pytorch_model.bin from the model's Hugging Face page) and set "
                     "CLIP_WEIGHTS_FILE=/path/to/it, or pre-fill the Hugging Face cache "
                     "(HF_HOME). For tests and benchmarks, CLIP_PRETRAINED=random builds "
                     "seeded random weights."
                 ) from error
-            logger.info("Loaded CLIP model %s on %s", spec.model_id, _encoder.device)
-        return _encoder
+            logger.info("Loaded CLIP model %s on %s", spec.name, _encoders[spec].device)
+        return _encoders[spec]
+
+
+def release_encoders(*, keep) -> None:
+    """Drop loaded models other than these (a retired model's weights are not needed)."""
+    with _encoder_lock:
+        for spec in [spec for spec in _encoders if spec not in set(keep)]:
+            del _encoders[spec]
 
 
 def configured_model_id() -> str:
     return ModelSpec.from_settings().model_id
-
-
-def encode_images(images: list[PILImage.Image]) -> np.ndarray:
-    return get_encoder().encode_images(images)
-
-
-def encode_texts(texts: list[str]) -> np.ndarray:
-    return get_encoder().encode_texts(texts)
 
 
 def open_image_for_encoding(path, target_size: int | None = None) -> PILImage.Image:
@@ -228,7 +265,7 @@ def open_image_for_encoding(path, target_size: int | None = None) -> PILImage.Im
     Real photos are 12+ megapixels; decoding them at 1/2..1/8 scale is faster and the model
     only sees a few hundred pixels anyway.
     """
-    size = target_size or (_encoder.image_size if _encoder else 256)
+    size = target_size or 256
     image = PILImage.open(path)
     # draft() picks the smallest JPEG scale (1/2..1/8) still at least this size.
     image.draft("RGB", (size, size))

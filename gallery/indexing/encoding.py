@@ -1,9 +1,14 @@
-"""Turning stored images into vectors: batch encoding with per-image failure isolation.
+"""Turning stored images into vectors of every model the library needs, in batches.
 
-An image's vector and status are written in one transaction after its whole batch is encoded,
-so a worker killed mid-batch leaves those images `pending` (and queued long ago), which
-`requeue` finds. Encoding is idempotent: an image already indexed by the configured model is
-skipped unless a re-index forces it, and a forced run writes the same vector again.
+Each job encodes its images for the active model and, during a switch, for the next model
+too. A batch's vectors and statuses are written in one transaction after the whole batch is
+encoded, so a worker killed mid-batch leaves those images as they were, queued long ago,
+which `requeue` finds. Encoding is idempotent: a vector already stored is not made again
+unless a re-index forces it.
+
+An unreadable file fails its image alone. A model that cannot be loaded is a set-up
+problem, not the image's: statuses stay as they are, the reason is recorded on the model
+(admin, /healthz), and the job raises so RQ keeps it in its failed registry.
 """
 
 import logging
@@ -11,48 +16,81 @@ import logging
 from django.db import transaction
 from django.utils import timezone
 
-from gallery.indexing import encoder
-from gallery.models import Image
+from gallery.indexing import encoder, registry
+from gallery.models import Embedding, Image
 
 logger = logging.getLogger(__name__)
 
 
 def encode_images(image_ids, *, force: bool = False) -> dict[str, int]:
-    """Encode these images with the configured model and store their vectors.
-
-    One unreadable image is marked `failed` with its error; the rest of the batch is stored.
-    """
-    model_id = encoder.configured_model_id()
+    """Encode these images for the active (and next) model and store their vectors."""
+    models = registry.models_to_fill()
+    encoder.release_encoders(keep=[registry.spec_of(model) for model in models])
     images = list(Image.objects.filter(pk__in=image_ids).order_by("pk"))
-    todo = [
-        image
-        for image in images
-        if force or image.status != Image.Status.INDEXED or image.embedding_model != model_id
-    ]
     failures: dict[int, str] = {}
-    vectors = {}
-    if todo:
+    vectors: dict[int, dict] = {}  # model pk -> {image pk: vector}
+    unavailable: list[encoder.ModelWeightsUnavailable] = []
+    for model in models:
+        have = set(
+            Embedding.objects.filter(model=model, image__in=images).values_list(
+                "image_id", flat=True
+            )
+        )
+        todo = [
+            image
+            for image in images
+            if (force or image.pk not in have) and image.pk not in failures
+        ]
+        if not todo:
+            continue
         try:
-            clip = encoder.get_encoder()
+            clip = registry.load_encoder(model)
         except encoder.ModelWeightsUnavailable as error:
-            failures = {image.pk: str(error) for image in todo}
-        else:
-            vectors = _encode_isolating_failures(clip, todo, failures)
+            unavailable.append(error)
+            continue
+        vectors[model.pk] = _encode_isolating_failures(clip, todo, failures)
+    active = models[0]
+    stored = _store(images, vectors, failures, active)
+    if len(models) > 1 and (vectors.get(models[1].pk) or failures):
+        registry.activate_next_if_complete()
+    if unavailable:
+        # Nothing was marked failed; RQ keeps the job, `requeue` retries the images.
+        raise unavailable[0]
+    return {
+        "indexed": stored,
+        "filled": sum(len(by_image) for pk, by_image in vectors.items() if pk != active.pk),
+        "failed": len(failures),
+        "skipped": len(images) - stored - len(failures),
+    }
+
+
+def _store(images, vectors: dict[int, dict], failures: dict[int, str], active) -> int:
+    """Write every vector and status of the batch in one transaction; returns active vectors."""
     now = timezone.now()
     with transaction.atomic():
-        for image_pk, vector in vectors.items():
-            Image.objects.filter(pk=image_pk).update(
-                embedding=vector,
-                embedding_model=model_id,
-                status=Image.Status.INDEXED,
-                status_error="",
-                indexed_at=now,
+        for model_pk, by_image in vectors.items():
+            Embedding.objects.bulk_create(
+                [
+                    Embedding(image_id=image_pk, model_id=model_pk, vector=vector, created_at=now)
+                    for image_pk, vector in by_image.items()
+                ],
+                update_conflicts=True,
+                unique_fields=["model", "image"],
+                update_fields=["vector", "created_at"],
             )
+        indexed = list(vectors.get(active.pk, {}))
+        Image.objects.filter(pk__in=indexed).update(
+            status=Image.Status.INDEXED, status_error="", indexed_at=now
+        )
+        # Pending images whose active vector already existed are searchable too.
+        Image.objects.filter(
+            pk__in=[image.pk for image in images], status=Image.Status.PENDING
+        ).with_vector_of(active).update(status=Image.Status.INDEXED, indexed_at=now)
         for image_pk, message in failures.items():
             Image.objects.filter(pk=image_pk).update(
                 status=Image.Status.FAILED, status_error=message[:2000]
             )
-    return {"indexed": len(vectors), "failed": len(failures), "skipped": len(images) - len(todo)}
+    return len(indexed)
 
 
 def _encode_isolating_failures(clip, images, failures: dict[int, str]) -> dict:

@@ -1,9 +1,9 @@
 """Handing images to the encoding queue: batches, requeue of lost jobs, and re-index.
 
-An image's vector and status are written in one transaction after its whole batch is encoded,
-so a worker killed mid-batch leaves those images `pending` (and queued long ago), which
-`requeue` finds. Encoding is idempotent: an image already indexed by the configured model is
-skipped unless a re-index forces it, and a forced run writes the same vector again.
+An image's vectors and status are written in one transaction after its whole batch is
+encoded, so a worker killed mid-batch leaves those images `pending` (or without the next
+model's vector) and queued long ago, which `requeue` finds. Encoding is idempotent: a vector
+already stored is not made again unless a re-index forces it.
 """
 
 import logging
@@ -16,11 +16,12 @@ from django.db.models import Q
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from gallery.indexing import encoder
-from gallery.indexing.tasks import encode_images_job
-from gallery.models import Image
+from gallery.models import EmbeddingModel, Image
 
 logger = logging.getLogger(__name__)
+
+# By name, so this module sits below the job (tasks -> encoding -> registry -> queueing).
+ENCODE_JOB = "gallery.indexing.tasks.encode_images_job"
 
 
 def enqueue_encoding(image_ids, *, force: bool = False) -> None:
@@ -41,7 +42,7 @@ def enqueue_now(image_ids, *, force: bool = False) -> int:
         queue = django_rq.get_queue(settings.ENCODING_QUEUE)
         for start in range(0, len(ids), settings.ENCODE_BATCH_SIZE):
             chunk = ids[start : start + settings.ENCODE_BATCH_SIZE]
-            queue.enqueue(encode_images_job, chunk, force=force)
+            queue.enqueue(ENCODE_JOB, chunk, force=force)
             Image.objects.filter(pk__in=chunk).update(queued_at=timezone.now())
             queued += len(chunk)
     except RedisError as error:
@@ -53,12 +54,30 @@ def enqueue_now(image_ids, *, force: bool = False) -> int:
     return queued
 
 
+def model_being_filled() -> EmbeddingModel | None:
+    """The next model while a switch runs, otherwise the active one."""
+    registered = EmbeddingModel.objects
+    return (
+        registered.filter(state=EmbeddingModel.State.NEXT).first()
+        or registered.filter(state=EmbeddingModel.State.ACTIVE).first()
+    )
+
+
+def images_waiting_for_vectors():
+    """Pending images, and images without a vector of the model being filled."""
+    waiting = Image.objects.filter(status=Image.Status.PENDING)
+    model = model_being_filled()
+    if model is not None:
+        waiting = waiting | Image.objects.missing_vector_of(model)
+    return waiting
+
+
 def requeue_stuck_images(*, stuck_after: timedelta | None = None) -> int:
-    """Queue every pending image that was never queued or was queued too long ago."""
+    """Queue every image waiting for a vector that was never queued or was queued too long ago."""
     if stuck_after is None:
         stuck_after = timedelta(seconds=settings.STUCK_AFTER_SECONDS)
     cutoff = timezone.now() - stuck_after
-    stuck = Image.objects.filter(status=Image.Status.PENDING).filter(
+    stuck = images_waiting_for_vectors().filter(
         Q(queued_at__isnull=True) | Q(queued_at__lte=cutoff)
     )
     return enqueue_now(stuck.order_by("pk").values_list("pk", flat=True))
@@ -73,17 +92,16 @@ def images_to_reindex(scope: str):
     if scope == "failed":
         return Image.objects.filter(status=Image.Status.FAILED)
     if scope == "stale":
-        return Image.objects.filter(status=Image.Status.INDEXED).exclude(
-            embedding_model=encoder.configured_model_id()
-        )
+        model = model_being_filled()
+        return Image.objects.none() if model is None else Image.objects.missing_vector_of(model)
     raise ValueError(f"Unknown re-index scope {scope!r}; use one of {REINDEX_SCOPES}.")
 
 
-def reindex_images(images) -> int:
+def reindex_images(images, *, force: bool = True) -> int:
     """Re-encode these images through the queue; existing vectors serve until replaced."""
     ids = list(images.order_by("pk").values_list("pk", flat=True))
     # Failed images show as pending again while they wait; indexed ones keep their vector.
     Image.objects.filter(pk__in=ids, status=Image.Status.FAILED).update(
         status=Image.Status.PENDING, status_error=""
     )
-    return enqueue_now(ids, force=True)
+    return enqueue_now(ids, force=force)

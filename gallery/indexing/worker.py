@@ -13,11 +13,12 @@ logger = logging.getLogger(__name__)
 
 class EncodingWorker(SimpleWorker):
     def work(self, *args, **kwargs):
-        from gallery.indexing.encoder import ModelWeightsUnavailable, get_encoder
+        from gallery.indexing import encoder, registry
 
+        # Load the registered models (active, and next during a switch) before the first job.
         try:
-            get_encoder()
-        except ModelWeightsUnavailable as error:
-            # Keep running: each job will then fail with this same message on its images.
-            logger.error("%s", error)
+            for model in registry.models_to_fill():
+                registry.load_encoder(model)
+        except encoder.ModelWeightsUnavailable:
+            pass  # recorded on the model and logged; jobs retry loading and keep images pending
         return super().work(*args, **kwargs)

@@ -153,26 +153,31 @@ def format_table(headers: list[str], rows: list[list]) -> str:
 
 # -- search ----------------------------------------------------------------------------------
 
-HNSW_INDEX = "image_embedding_hnsw_cosine"
 HALFVEC_INDEX = "bench_embedding_hnsw_halfvec"
 
 
-def clustered_unit_vectors(count: int, seed: int, clusters: int = 100) -> np.ndarray:
+def clustered_unit_vectors(
+    count: int, seed: int, clusters: int = 100, dimensions: int = 512
+) -> np.ndarray:
     """Synthetic embeddings: points around random centres, like photos of recurring subjects."""
     rng = np.random.default_rng(seed)
-    centres = np.random.default_rng(12345).normal(size=(clusters, 512))
+    centres = np.random.default_rng(12345 + dimensions).normal(size=(clusters, dimensions))
     chunks = []
     for start in range(0, count, 50_000):
         size = min(50_000, count - start)
-        block = centres[rng.integers(0, clusters, size)] + rng.normal(scale=0.8, size=(size, 512))
+        block = centres[rng.integers(0, clusters, size)] + rng.normal(
+            scale=0.8, size=(size, dimensions)
+        )
         chunks.append((block / np.linalg.norm(block, axis=1, keepdims=True)).astype(np.float32))
     return np.concatenate(chunks)
 
 
-def load_vectors(vectors: np.ndarray, model_id: str) -> list[int]:
-    """COPY vectors into the (isolated) library as indexed images; returns their ids in order.
+def load_vectors(vectors: np.ndarray, model, *, create_images: bool = True) -> list[int]:
+    """COPY vectors into the (isolated) library as `model`'s; returns the image ids in order.
 
-    Every 100th image gets the tag "one-percent" and every 10th "ten-percent".
+    Row n of `vectors` belongs to bench image n, created here unless it already exists (a
+    second model's vectors for the same images). Every 100th image gets the tag
+    "one-percent" and every 10th "ten-percent".
     """
     from django.db import connection
     from pgvector.psycopg import register_vector
@@ -181,39 +186,52 @@ def load_vectors(vectors: np.ndarray, model_id: str) -> list[int]:
     raw = connection.connection
     register_vector(raw)
     with raw.cursor() as cursor:
-        cursor.execute("CREATE TEMP TABLE bench_vectors (n integer, embedding vector(512))")
+        cursor.execute("CREATE TEMP TABLE bench_vectors (n integer, embedding vector)")
         with cursor.copy(
             "COPY bench_vectors (n, embedding) FROM STDIN WITH (FORMAT BINARY)"
         ) as copy:
             copy.set_types(["int4", "vector"])
             for number, vector in enumerate(vectors):
                 copy.write_row([number, vector])
+        if create_images:
+            _create_bench_images(cursor)
         cursor.execute(
             """
-            INSERT INTO gallery_image (file, thumbnail, sha256, original_filename, width, height,
-                format, byte_size, caption, uploaded_at, taken_at, status, status_error,
-                embedding, embedding_model, indexed_at)
-            SELECT 'originals/' || n || '.jpg', '', lpad(to_hex(n), 64, '0'), '', 1, 1, 'JPEG',
-                1, '', now(), timestamptz '2015-01-01' + n * interval '1 hour', 'indexed', '',
-                embedding, %s, now()
-            FROM bench_vectors ORDER BY n
+            INSERT INTO gallery_embedding (image_id, model_id, vector, created_at)
+            SELECT i.id, %s, b.embedding, now()
+            FROM bench_vectors b JOIN gallery_image i ON i.sha256 = lpad(to_hex(b.n), 64, '0')
+            ORDER BY b.n
             """,
-            [model_id],
+            [model.pk],
         )
         cursor.execute("SELECT id FROM gallery_image ORDER BY sha256")
         ids = [row[0] for row in cursor.fetchall()]
-        for name, every in (("one-percent", 100), ("ten-percent", 10)):
-            cursor.execute("INSERT INTO gallery_tag (name) VALUES (%s) RETURNING id", [name])
-            tag_id = cursor.fetchone()[0]
-            cursor.execute(
-                "INSERT INTO gallery_image_tags (image_id, tag_id) "
-                "SELECT id, %s FROM gallery_image WHERE ('x' || right(sha256, 8))::bit(32)::int "
-                "%% %s = 0",
-                [tag_id, every],
-            )
         cursor.execute("DROP TABLE bench_vectors")
     raw.commit()
     return ids
+
+
+def _create_bench_images(cursor) -> None:
+    cursor.execute(
+        """
+        INSERT INTO gallery_image (file, thumbnail, sha256, original_filename, width, height,
+            format, byte_size, caption, uploaded_at, taken_at, status, status_error,
+            indexed_at)
+        SELECT 'originals/' || n || '.jpg', '', lpad(to_hex(n), 64, '0'), '', 1, 1, 'JPEG',
+            1, '', now(), timestamptz '2015-01-01' + n * interval '1 hour', 'indexed', '',
+            now()
+        FROM bench_vectors ORDER BY n
+        """
+    )
+    for name, every in (("one-percent", 100), ("ten-percent", 10)):
+        cursor.execute("INSERT INTO gallery_tag (name) VALUES (%s) RETURNING id", [name])
+        tag_id = cursor.fetchone()[0]
+        cursor.execute(
+            "INSERT INTO gallery_image_tags (image_id, tag_id) "
+            "SELECT id, %s FROM gallery_image WHERE ('x' || right(sha256, 8))::bit(32)::int "
+            "%% %s = 0",
+            [tag_id, every],
+        )
 
 
 def build_index(sql: str, name: str) -> dict:
@@ -259,19 +277,20 @@ def measure_search(
     }
 
 
-def measure_halfvec(queries, expected, ef: int) -> dict:
-    """The same top-10 query against the halfvec expression index (not the product path)."""
+def measure_halfvec(queries, expected, ef: int, model) -> dict:
+    """The same top-10 query against a halfvec expression index (not the product path)."""
     from django.db import connection, transaction
 
     recalls, latencies = [], []
+    dimensions = int(model.dimensions)
     for query, truth in zip(queries, expected, strict=True):
         literal = "[" + ",".join(f"{v:.7g}" for v in query.tolist()) + "]"
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(ef)])
             started = time.perf_counter()
             cursor.execute(
-                "SELECT id FROM gallery_image ORDER BY embedding::halfvec(512) <=> "
-                "%s::halfvec(512) LIMIT 10",
+                f"SELECT image_id FROM gallery_embedding WHERE model_id = {int(model.pk)} "
+                f"ORDER BY vector::halfvec({dimensions}) <=> %s::halfvec({dimensions}) LIMIT 10",
                 [literal],
             )
             found = [row[0] for row in cursor.fetchall()]
@@ -355,38 +374,45 @@ def run_search_benchmark(
     m: int,
     ef_construction: int,
     http: bool,
+    second_model: str = "",
     progress=print,
 ) -> dict:
+    """Search figures for one model's vectors, and optionally a larger second model's.
+
+    Both models' vectors share gallery_embedding, as during a model switch, so the second
+    row also shows that each model's partial index serves its own vectors only.
+    """
     from django.conf import settings
     from django.db import connection
 
-    model_id = encoder.ModelSpec(name=model, pretrained=encoder.RANDOM_WEIGHTS).model_id
-    figures = {"count": count, "m": m, "ef_construction": ef_construction, "model": model_id}
+    from gallery.indexing import registry
+
+    figures = {"count": count, "m": m, "ef_construction": ef_construction}
     overrides = dict(CLIP_MODEL=model, CLIP_PRETRAINED=encoder.RANDOM_WEIGHTS, CLIP_WEIGHTS_FILE="")
     with override_settings(**overrides), sandbox.isolated_library("benchsearch") as library:
+        active = registry.active_model()
+        figures["model"] = active.model_id
+        figures["dimensions"] = active.dimensions
         with connection.cursor() as cursor:
-            cursor.execute(f"DROP INDEX {HNSW_INDEX}")
+            cursor.execute(f"DROP INDEX {active.index_name}")  # COPY first, then build
         progress(f"Generating and loading {count:,} vectors with COPY...")
-        vectors = clustered_unit_vectors(count, seed=1)
+        vectors = clustered_unit_vectors(count, seed=1, dimensions=active.dimensions)
         started = time.perf_counter()
-        ids = np.array(load_vectors(vectors, model_id))
+        ids = np.array(load_vectors(vectors, active))
         figures["load_seconds"] = round(time.perf_counter() - started, 1)
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE")
         progress("Building the HNSW index (vector)...")
-        figures["vector_index"] = build_index(
-            f"CREATE INDEX {HNSW_INDEX} ON gallery_image USING hnsw (embedding vector_cosine_ops) "
-            f"WITH (m = {m}, ef_construction = {ef_construction})",
-            HNSW_INDEX,
-        )
+        figures["vector_index"] = _build_model_index(active, m, ef_construction)
         progress("Building the HNSW index (halfvec)...")
         figures["halfvec_index"] = build_index(
-            f"CREATE INDEX {HALFVEC_INDEX} ON gallery_image USING hnsw "
-            f"((embedding::halfvec(512)) halfvec_cosine_ops) "
-            f"WITH (m = {m}, ef_construction = {ef_construction})",
+            f"CREATE INDEX {HALFVEC_INDEX} ON gallery_embedding USING hnsw "
+            f"((vector::halfvec({active.dimensions})) halfvec_cosine_ops) "
+            f"WITH (m = {m}, ef_construction = {ef_construction}) "
+            f"WHERE model_id = {active.pk}",
             HALFVEC_INDEX,
         )
-        queries = clustered_unit_vectors(query_count, seed=2)
+        queries = clustered_unit_vectors(query_count, seed=2, dimensions=active.dimensions)
         scores = queries @ vectors.T
         truth = [list(ids[np.argsort(-row)[:10]]) for row in scores]
         progress("Measuring recall and latency per ef_search...")
@@ -395,7 +421,10 @@ def run_search_benchmark(
         ]
         figures["exact_scan"] = measure_search(queries[:10], truth[:10], ef=None, exact=True)
         shipped = settings.SEARCH_EF_SEARCH
-        figures["halfvec"] = {"ef_search": shipped, **measure_halfvec(queries, truth, shipped)}
+        figures["halfvec"] = {
+            "ef_search": shipped,
+            **measure_halfvec(queries, truth, shipped, active),
+        }
         with connection.cursor() as cursor:
             cursor.execute(f"DROP INDEX {HALFVEC_INDEX}")
         figures["filtered"] = []
@@ -418,5 +447,51 @@ def run_search_benchmark(
         if http:
             progress("Measuring end-to-end HTTP latency under gunicorn...")
             figures["http"] = measure_http(library, model)
+        if second_model:
+            figures["second_model"] = _second_model_figures(
+                second_model, count, query_count, shipped, m, ef_construction, progress
+            )
         figures["shipped_ef_search"] = shipped
     return figures
+
+
+def _build_model_index(model, m: int, ef_construction: int) -> dict:
+    """The product's partial index for this model (registry SQL), with the given parameters."""
+    from gallery.indexing import registry
+
+    sql = registry.vector_index_sql(model, m=m, ef_construction=ef_construction)
+    return build_index(sql, model.index_name)
+
+
+def _second_model_figures(
+    architecture: str, count: int, query_count: int, ef: int, m: int, ef_construction: int, progress
+) -> dict:
+    """Register a second model, load its vectors for the same images, activate and measure."""
+    from gallery.indexing import encoder as clip_encoder
+    from gallery.indexing import registry
+    from gallery.models import EmbeddingModel
+
+    dimensions = clip_encoder.architecture_dimensions(architecture)
+    second = EmbeddingModel.objects.create(
+        model_id=f"{architecture}:random-seed0",
+        architecture=architecture,
+        pretrained=encoder.RANDOM_WEIGHTS,
+        dimensions=dimensions,
+        state=EmbeddingModel.State.NEXT,
+    )
+    progress(f"Loading {count:,} {dimensions}-d vectors of {architecture} for the same images...")
+    vectors = clustered_unit_vectors(count, seed=3, dimensions=dimensions)
+    ids = np.array(load_vectors(vectors, second, create_images=False))
+    progress(f"Building the HNSW index of {architecture}...")
+    index = _build_model_index(second, m, ef_construction)
+    registry.activate_model(second)
+    queries = clustered_unit_vectors(query_count, seed=4, dimensions=dimensions)
+    truth = [list(ids[np.argsort(-row)[:10]]) for row in queries @ vectors.T]
+    progress(f"Measuring {architecture} at ef_search {ef}...")
+    return {
+        "model": second.model_id,
+        "dimensions": dimensions,
+        "index": index,
+        "ef_search": ef,
+        **measure_search(queries, truth, ef=ef),
+    }

@@ -16,9 +16,9 @@ from django.conf import settings
 from django.test.utils import override_settings
 from tqdm import tqdm
 
-from gallery.indexing import encoder, encoding
+from gallery.indexing import encoding, registry
 from gallery.library.ingest import ingest_image
-from gallery.models import Image
+from gallery.models import Embedding, Image
 from gallery.offline import datasets, metrics, sandbox
 from gallery.search import keyword, selector
 from gallery.search.request import SearchRequest
@@ -88,7 +88,7 @@ def run_evaluation(config: EvaluationConfig, *, report_dir: Path | None = None) 
             queries = build_queries(dataset, labels, captions, config)
             rankings, clip_scores = run_queries(queries, config.depth)
             figures = {
-                "model": encoder.configured_model_id(),
+                "model": registry.active_model().model_id,
                 "weights": model["CLIP_WEIGHTS_FILE"] or model["CLIP_PRETRAINED"],
                 "dataset": {
                     "name": dataset.name,
@@ -266,19 +266,21 @@ def _interpolated_precision(ranking, relevant) -> np.ndarray:
 def zero_shot(labels: dict, classes: list[str]) -> dict:
     """rclip's protocol: each image's class is the best-scoring class prompt."""
     ids = sorted(labels)
+    model = registry.active_model()
     vectors = np.array(
         [
             np.asarray(v, dtype=np.float32)
-            for v in Image.objects.filter(pk__in=ids)
-            .order_by("pk")
-            .values_list("embedding", flat=True)
+            for v in Embedding.objects.filter(model=model, image__in=ids)
+            .order_by("image_id")
+            .values_list("vector", flat=True)
         ]
     )
+    clip = registry.load_encoder(model)
     truth = np.array([classes.index(labels[i]) if labels[i] in classes else -1 for i in ids])
-    single = encoder.encode_texts([PROMPT_TEMPLATE.format(name) for name in classes])
+    single = clip.encode_texts([PROMPT_TEMPLATE.format(name) for name in classes])
     ensemble = np.stack(
         [
-            _normalise(encoder.encode_texts([t.format(name) for t in PROMPT_ENSEMBLE]).mean(axis=0))
+            _normalise(clip.encode_texts([t.format(name) for t in PROMPT_ENSEMBLE]).mean(axis=0))
             for name in classes
         ]
     )

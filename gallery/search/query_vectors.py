@@ -1,4 +1,8 @@
-"""Query vectors: text terms through the text encoder (cached), query images, "more like this"."""
+"""Query vectors of the active model: text terms (cached), query images, "more like this".
+
+Every cache key names the model, so vectors of a previous model are never reused after a
+switch.
+"""
 
 import hashlib
 import logging
@@ -9,9 +13,9 @@ import numpy as np
 from django.conf import settings
 from django.core.cache import cache
 
-from gallery.indexing import encoder
+from gallery.indexing import encoder, registry
 from gallery.library.validation import RejectedImage, check_upload_size, validate_image
-from gallery.models import Image
+from gallery.models import Embedding, Image
 from gallery.search.query_syntax import QuerySyntaxError, parse_query
 from gallery.search.request import SearchError, SearchRequest
 
@@ -23,17 +27,16 @@ _text_vectors_lock = threading.Lock()
 
 
 def text_vector(text: str) -> np.ndarray:
-    """The text encoder's vector for `text`, cached in process (LRU) and in Redis."""
-    key = (
-        f"textvec:{hashlib.sha256(f'{encoder.configured_model_id()}|{text}'.encode()).hexdigest()}"
-    )
+    """The active model's vector for `text`, cached in process (LRU) and in Redis."""
+    model = registry.active_model()
+    key = f"textvec:{hashlib.sha256(f'{model.model_id}|{text}'.encode()).hexdigest()}"
     with _text_vectors_lock:
         if key in _text_vectors:
             _text_vectors.move_to_end(key)
             return _text_vectors[key]
     vector = _cached_in_redis(key)
     if vector is None:
-        vector = encoder.encode_texts([text])[0]
+        vector = registry.load_encoder(model).encode_texts([text])[0]
         _store_in_redis(key, vector)
     with _text_vectors_lock:
         _text_vectors[key] = vector
@@ -66,12 +69,17 @@ def remember_query_image(vector: np.ndarray) -> str:
     """Keep an uploaded query image's vector for paging; returns its token."""
     data = np.asarray(vector, dtype=np.float32).tobytes()
     token = hashlib.sha256(data).hexdigest()[:32]
-    cache.set(f"queryimage:{token}", data, timeout=24 * 3600)
+    cache.set(_query_image_key(token), data, timeout=24 * 3600)
     return token
 
 
+def _query_image_key(token: str) -> str:
+    return f"queryimage:{registry.active_model().model_id}:{token}"
+
+
 def recall_query_image(token: str) -> np.ndarray:
-    raw = cache.get(f"queryimage:{token}") if token.isalnum() else None
+    """A remembered query image's vector; after a model switch it has to be uploaded again."""
+    raw = cache.get(_query_image_key(token)) if token.isalnum() else None
     if raw is None:
         raise SearchError("image", "The query image has expired; upload it again.")
     return np.frombuffer(raw, dtype=np.float32)
@@ -103,12 +111,13 @@ def query_vector(request: SearchRequest) -> tuple[np.ndarray, bool]:
 
 
 def _stored_vector(image_id: int) -> np.ndarray:
-    image = Image.objects.filter(pk=image_id).only("embedding", "embedding_model", "status").first()
-    if image is None:
-        raise SearchError("like", f"There is no image {image_id}.")
-    if image.embedding is None or image.embedding_model != encoder.configured_model_id():
+    """The active model's vector of a library image ("more like this")."""
+    embedding = Embedding.objects.filter(image_id=image_id, model=registry.active_model()).first()
+    if embedding is None:
+        if not Image.objects.filter(pk=image_id).exists():
+            raise SearchError("like", f"There is no image {image_id}.")
         raise SearchError("like", "That image is not indexed yet; try again in a moment.")
-    return np.asarray(image.embedding, dtype=np.float32)
+    return np.asarray(embedding.vector, dtype=np.float32)
 
 
 def query_image_vector(data: bytes, filename: str = "query image") -> np.ndarray:
@@ -120,5 +129,6 @@ def query_image_vector(data: bytes, filename: str = "query image") -> np.ndarray
         validate_image(data, filename, notes=[])
     except RejectedImage as error:
         raise SearchError("image", str(error)) from None
-    picture = encoder.open_image_for_encoding(io.BytesIO(data))
-    return encoder.encode_images([picture])[0]
+    clip = registry.load_encoder(registry.active_model())
+    picture = encoder.open_image_for_encoding(io.BytesIO(data), clip.image_size)
+    return clip.encode_images([picture])[0]

@@ -3,9 +3,13 @@
 The search page, the JSON API, the benchmarks and the evaluation command all call
 `search_images`. Vector order and every filter run in a single SQL statement:
 
-    WITH candidates AS MATERIALIZED (              -- HNSW (or exact) order + all filters
-        SELECT id, embedding <=> q AS distance ... WHERE filters ORDER BY distance LIMIT n)
-    SELECT ... FROM candidates ... ORDER BY distance + 0   -- strict order restored
+    WITH candidates AS MATERIALIZED (             -- HNSW (or exact) order + all filters
+        SELECT i.id, e.vector::vector(d) <=> q AS distance
+        FROM gallery_embedding e JOIN gallery_image i ON i.id = e.image_id
+        WHERE e.model_id = <active model> AND filters ORDER BY distance LIMIT n)
+    SELECT ... FROM candidates ... ORDER BY distance + 0  -- strict order restored
+
+Only the active model's vectors are searched, through that model's partial HNSW index.
 
 With `hnsw.iterative_scan = relaxed_order` the index keeps scanning until enough rows pass the
 filters (a 0.5 % filter returned 0.2 of 10 rows without it, 10 of 10 with it); the
@@ -21,8 +25,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from gallery.indexing import encoder
-from gallery.models import Image, Tag
+from gallery.indexing import registry
+from gallery.models import EmbeddingModel, Image, Tag
 from gallery.search.query_vectors import query_vector
 from gallery.search.request import SORTS, SearchError, SearchRequest
 
@@ -120,17 +124,17 @@ def _filters(request: SearchRequest) -> list[tuple[str, str, dict]]:
     return filters
 
 
-def _base_conditions() -> tuple[list[str], dict]:
-    return (
-        ["i.status = 'indexed'", "i.embedding_model = %(model)s"],
-        {"model": encoder.configured_model_id()},
-    )
+def _base_conditions(model: EmbeddingModel) -> tuple[list[str], dict]:
+    # A literal, not a parameter: the planner must see it to use the model's partial index.
+    return [f"e.model_id = {int(model.pk)}"], {}
 
 
+# Images with a vector of the active model, aliased i (image) and e (embedding).
+SEARCHABLE = "gallery_embedding e JOIN gallery_image i ON i.id = e.image_id"
 SEARCH_SQL = """
 WITH candidates AS MATERIALIZED (
-    SELECT i.id, i.taken_at, i.embedding <=> %(query)s::vector AS distance
-    FROM gallery_image i
+    SELECT i.id, i.taken_at, {distance} AS distance
+    FROM {searchable}
     WHERE {conditions}
     ORDER BY distance
     LIMIT %(pool)s
@@ -146,10 +150,8 @@ WHERE c.distance <= %(max_distance)s
 ORDER BY {order}
 LIMIT %(limit)s OFFSET %(offset)s
 """
-# Every column but the vector, which the page never shows and which costs ~0.2 ms a row to parse.
-RESULT_COLUMNS = ", ".join(
-    f"i.{field.column}" for field in Image._meta.concrete_fields if field.name != "embedding"
-)
+# The image's columns; never the vector, which the page does not show (~0.2 ms a row to parse).
+RESULT_COLUMNS = ", ".join(f"i.{field.column}" for field in Image._meta.concrete_fields)
 ORDERS = {
     # "+ 0" makes PostgreSQL sort the materialized rows again (strict order after relaxed scan).
     "relevance": "c.distance + 0, c.id",
@@ -159,6 +161,12 @@ ORDERS = {
 
 def _vector_literal(vector: np.ndarray) -> str:
     return "[" + ",".join(f"{value:.7g}" for value in vector.tolist()) + "]"
+
+
+def _distance(model: EmbeddingModel) -> str:
+    """Cosine distance in the exact form of the model's index expression (see registry)."""
+    dimensions = int(model.dimensions)
+    return f"(e.vector::vector({dimensions})) <=> %(query)s::vector({dimensions})"
 
 
 def _run(sql: str, params: dict, *, exact: bool) -> list[Image]:
@@ -181,23 +189,20 @@ def _run(sql: str, params: dict, *, exact: bool) -> list[Image]:
         return rows
 
 
-_row_estimate = {"rows": 0, "at": 0.0}
+_vector_counts: dict[int, tuple[int, float]] = {}  # model pk -> (vectors, when counted)
 
 
-def _indexed_rows_estimate() -> int:
-    """The table's row count as PostgreSQL estimates it, refreshed each minute."""
-    if time.monotonic() - _row_estimate["at"] > 60:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT greatest(reltuples, 0) FROM pg_class WHERE relname = 'gallery_image'"
-            )
-            row = cursor.fetchone()
-        _row_estimate.update(rows=int(row[0]) if row else 0, at=time.monotonic())
-    return _row_estimate["rows"]
+def _searchable_count(model: EmbeddingModel) -> int:
+    """How many vectors the model has, counted at most once a minute per process."""
+    count, counted_at = _vector_counts.get(model.pk, (0, float("-inf")))
+    if time.monotonic() - counted_at > 60:
+        count = model.embeddings.count()
+        _vector_counts[model.pk] = (count, time.monotonic())
+    return count
 
 
-def use_exact_scan() -> bool:
-    return _indexed_rows_estimate() <= settings.SEARCH_EXACT_MAX_ROWS
+def use_exact_scan(model: EmbeddingModel) -> bool:
+    return _searchable_count(model) <= settings.SEARCH_EXACT_MAX_ROWS
 
 
 def search_images(request: SearchRequest, *, exact: bool | None = None) -> SearchResults:
@@ -213,8 +218,14 @@ def search_images(request: SearchRequest, *, exact: bool | None = None) -> Searc
     if request.min_score is not None and not -1 <= request.min_score <= 1:
         raise SearchError("min_score", "min_score must be between -1 and 1.")
     filters = _filters(request)  # before encoding: a bad filter is cheaper to report
+    model = registry.active_model()
     vector, has_image = query_vector(request)
-    conditions, params = _base_conditions()
+    if len(vector) != model.dimensions:
+        raise SearchError(
+            "image" if has_image else "q",
+            "The library switched to another model while this search ran; search again.",
+        )
+    conditions, params = _base_conditions(model)
     for _, condition, values in filters:
         conditions.append(condition)
         params.update(values)
@@ -230,10 +241,14 @@ def search_images(request: SearchRequest, *, exact: bool | None = None) -> Searc
         max_distance=2.0 if request.min_score is None else 1 - request.min_score,
     )
     sql = SEARCH_SQL.format(
-        columns=RESULT_COLUMNS, conditions=" AND ".join(conditions), order=ORDERS[request.sort]
+        distance=_distance(model),
+        searchable=SEARCHABLE,
+        columns=RESULT_COLUMNS,
+        conditions=" AND ".join(conditions),
+        order=ORDERS[request.sort],
     )
     if exact is None:
-        exact = use_exact_scan()
+        exact = use_exact_scan(model)
     started = time.perf_counter()
     rows = _run(sql, params, exact=exact)
     if not exact and _scan_fell_short(rows, pool):
@@ -254,7 +269,7 @@ def search_images(request: SearchRequest, *, exact: bool | None = None) -> Searc
         database_ms=database_ms,
     )
     if not results.hits:
-        results.empty_reason = explain_empty(request, filters, vector)
+        results.empty_reason = explain_empty(request, filters, vector, model)
     return results
 
 
@@ -274,11 +289,11 @@ FILTER_NAMES = {
 }
 
 
-def explain_empty(request: SearchRequest, filters, vector: np.ndarray) -> str:
+def explain_empty(request: SearchRequest, filters, vector: np.ndarray, model) -> str:
     """Which filter removed everything, found by adding the filters one at a time."""
-    conditions, params = _base_conditions()
+    conditions, params = _base_conditions(model)
     if not _count(conditions, params):
-        waiting = Image.objects.exclude(status=Image.Status.INDEXED).count()
+        waiting = Image.objects.missing_vector_of(model).count()
         if waiting:
             return f"No image is searchable yet: {waiting} are still waiting to be indexed."
         return "The library has no indexed images yet."
@@ -293,7 +308,7 @@ def explain_empty(request: SearchRequest, filters, vector: np.ndarray) -> str:
         params = {**params, "query": _vector_literal(vector)}
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT 1 - min(i.embedding <=> %(query)s::vector) FROM gallery_image i "
+                f"SELECT 1 - min({_distance(model)}) FROM {SEARCHABLE} "
                 f"WHERE {' AND '.join(conditions)}",
                 params,
             )
@@ -308,6 +323,6 @@ def explain_empty(request: SearchRequest, filters, vector: np.ndarray) -> str:
 def _count(conditions: list[str], params: dict) -> int:
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT count(*) FROM gallery_image i WHERE {' AND '.join(conditions)}", params
+            f"SELECT count(*) FROM {SEARCHABLE} WHERE {' AND '.join(conditions)}", params
         )
         return cursor.fetchone()[0]

@@ -3,6 +3,8 @@
 import django_rq
 from django.db import connection
 
+from gallery.indexing.progress import model_health
+
 
 def check_services() -> dict:
     report = {"database": False, "queue": False}
@@ -16,5 +18,8 @@ def check_services() -> dict:
         report["queue"] = bool(django_rq.get_connection("default").ping())
     except Exception as error:
         report["queue_error"] = str(error)
+    if report["database"]:
+        # Weights that cannot be loaded stop indexing, not the site: reported, not fatal.
+        report["models"] = model_health()
     report["ok"] = report["database"] and report["queue"]
     return report

@@ -20,10 +20,26 @@ class Command(BaseCommand):
         parser.add_argument("--m", type=int, default=HNSW_M)
         parser.add_argument("--ef-construction", type=int, default=HNSW_EF_CONSTRUCTION)
         parser.add_argument("--no-http", action="store_true", help="skip the HTTP measurement")
+        parser.add_argument(
+            "--second-model",
+            default="ViT-L-14",
+            help="a larger architecture measured beside the first ('' to skip; ViT-L-14: 768-d)",
+        )
         parser.add_argument("--json", dest="json_path", help="write the figures to this file")
 
     def handle(
-        self, *args, n, ef, queries, model, m, ef_construction, no_http, json_path, **options
+        self,
+        *args,
+        n,
+        ef,
+        queries,
+        model,
+        m,
+        ef_construction,
+        no_http,
+        second_model,
+        json_path,
+        **options,
     ):
         figures = benchmarks.run_search_benchmark(
             count=n,
@@ -33,27 +49,30 @@ class Command(BaseCommand):
             m=m,
             ef_construction=ef_construction,
             http=not no_http,
+            second_model=second_model,
             progress=self.stderr.write,
         )
         if json_path:
             benchmarks.write_json(json_path, figures)
         self.stdout.write(
-            f"{figures['count']:,} vectors, m={figures['m']}, "
+            f"{figures['count']:,} vectors of {figures['model']} ({figures['dimensions']}-d), "
+            f"m={figures['m']}, "
             f"ef_construction={figures['ef_construction']}, loaded in {figures['load_seconds']} s"
         )
-        self.stdout.write(
-            benchmarks.format_table(
-                ["index", "build s", "size MB"],
+        indexes = [
+            [kind, figures[f"{kind}_index"]["build_seconds"], figures[f"{kind}_index"]["size_mb"]]
+            for kind in ("vector", "halfvec")
+        ]
+        if "second_model" in figures:
+            second = figures["second_model"]
+            indexes.append(
                 [
-                    [
-                        kind,
-                        figures[f"{kind}_index"]["build_seconds"],
-                        figures[f"{kind}_index"]["size_mb"],
-                    ]
-                    for kind in ("vector", "halfvec")
-                ],
+                    f"vector {second['dimensions']}-d",
+                    second["index"]["build_seconds"],
+                    second["index"]["size_mb"],
+                ]
             )
-        )
+        self.stdout.write(benchmarks.format_table(["index", "build s", "size MB"], indexes))
         rows = [
             [
                 row["ef_search"],
@@ -74,6 +93,17 @@ class Command(BaseCommand):
                 "-",
             ]
         )
+        if "second_model" in figures:
+            second = figures["second_model"]
+            rows.append(
+                [
+                    f"{second['ef_search']} ({second['dimensions']}-d {second['model']})",
+                    second["recall_at_10"],
+                    second["p50_ms"],
+                    second["p95_ms"],
+                    second["min_rows_returned"],
+                ]
+            )
         exact = figures["exact_scan"]
         rows.append(
             [

@@ -1,0 +1,317 @@
+"""The model registry: which CLIP models the library has vectors of, and switching between them.
+
+The configured model (CLIP_MODEL and its weights) is what the library should move to; the
+active model is what every search uses. When they differ, the configured model is registered
+as the next model: workers fill its vectors while the active model keeps answering with full
+results, and once every indexable image has a vector of the next model it becomes active in
+one transaction. Web processes re-read the active model every MODEL_REFRESH_SECONDS, so a
+switch reaches them without a restart. Changes to the registry are serialised by a
+PostgreSQL advisory lock, so concurrent processes cannot register or activate twice.
+"""
+
+import logging
+import threading
+import time
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from gallery.indexing import encoder
+from gallery.indexing.queueing import enqueue_encoding, enqueue_now
+from gallery.models import HNSW_EF_CONSTRUCTION, HNSW_M, EmbeddingModel, Image
+
+logger = logging.getLogger(__name__)
+
+# Any constant shared by every process; pg_advisory_xact_lock holds it until commit.
+REGISTRY_LOCK = 0x5649_5355  # "VISU"
+State = EmbeddingModel.State
+
+
+class ModelSwitchError(ValueError):
+    """A registry change that cannot be made now; the message says why."""
+
+
+def spec_of(model: EmbeddingModel) -> encoder.ModelSpec:
+    """How to load a registered model, whatever this process's own configuration says."""
+    return encoder.ModelSpec(
+        name=model.architecture,
+        pretrained=model.pretrained,
+        weights_file=model.weights_file,
+        random_seed=model.random_seed,
+    )
+
+
+def load_encoder(model: EmbeddingModel) -> encoder.ClipEncoder:
+    """The loaded encoder of a registered model; a failure is recorded on the model's row."""
+    try:
+        spec = spec_of(model)
+        if model.weights_sha256 and encoder.weights_sha256(spec.weights_file) != (
+            model.weights_sha256
+        ):
+            raise encoder.ModelWeightsUnavailable(
+                f"{spec.weights_file} has changed since {model.model_id} was registered; its "
+                "vectors would not match. Restore the file, or configure it as a new model."
+            )
+        clip = encoder.get_encoder(spec)
+        if clip.dimensions != model.dimensions:
+            raise encoder.ModelWeightsUnavailable(
+                f"{model.model_id} was registered with {model.dimensions}-d vectors but the "
+                f"loaded weights make {clip.dimensions}-d vectors."
+            )
+    except encoder.ModelWeightsUnavailable as error:
+        _record_load_error(model, str(error))
+        raise
+    if model.load_error:
+        _record_load_error(model, "")
+    return clip
+
+
+def _record_load_error(model: EmbeddingModel, message: str) -> None:
+    model.load_error = message[:4000]
+    model.load_error_at = timezone.now() if message else None
+    EmbeddingModel.objects.filter(pk=model.pk).update(
+        load_error=model.load_error, load_error_at=model.load_error_at
+    )
+    if message:
+        logger.error("Cannot load CLIP model %s: %s", model.model_id, message)
+
+
+# -- reading the registry --------------------------------------------------------------------
+
+_cached = {"active": None, "at": float("-inf")}
+_cache_lock = threading.Lock()
+
+
+def active_model() -> EmbeddingModel:
+    """The model every search uses, re-read from the database every MODEL_REFRESH_SECONDS.
+
+    An empty registry (a new library) registers the configured model as active.
+    """
+    with _cache_lock:
+        if time.monotonic() - _cached["at"] < settings.MODEL_REFRESH_SECONDS:
+            return _cached["active"]
+    model = EmbeddingModel.objects.filter(state=State.ACTIVE).first()
+    if model is None:
+        model = sync_configured_model()
+    with _cache_lock:
+        _cached.update(active=model, at=time.monotonic())
+    return model
+
+
+def forget_cached_models() -> None:
+    with _cache_lock:
+        _cached.update(active=None, at=float("-inf"))
+
+
+def next_model() -> EmbeddingModel | None:
+    return EmbeddingModel.objects.filter(state=State.NEXT).first()
+
+
+def models_to_fill() -> list[EmbeddingModel]:
+    """The models every image needs a vector of: the active one, then the next one if any."""
+    forget_cached_models()  # workers must see a switch at once, not after the refresh time
+    models = [active_model()]
+    upcoming = next_model()
+    if upcoming is not None and upcoming.pk != models[0].pk:
+        models.append(upcoming)
+    return models
+
+
+def coverage(model: EmbeddingModel) -> dict:
+    """How many indexable images have a vector of this model."""
+    indexable = Image.objects.indexable().count()
+    missing = Image.objects.missing_vector_of(model).count()
+    return {
+        "vectors": model.embeddings.count(),
+        "indexable": indexable,
+        "covered": indexable - missing,
+        "missing": missing,
+        "percent": 100.0 if not indexable else round(100 * (indexable - missing) / indexable, 1),
+    }
+
+
+# -- changing the registry -------------------------------------------------------------------
+
+
+def _lock_registry() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [REGISTRY_LOCK])
+
+
+def vector_index_sql(
+    model: EmbeddingModel, *, m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION
+) -> str:
+    """This model's partial HNSW cosine index, on the cast to its own vector size.
+
+    The search statement orders by exactly this expression under exactly this predicate,
+    which is how PostgreSQL knows the index answers it.
+    """
+    return (
+        f"CREATE INDEX IF NOT EXISTS {model.index_name} ON gallery_embedding "
+        f"USING hnsw ((vector::vector({int(model.dimensions)})) vector_cosine_ops) "
+        f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)}) "
+        f"WHERE model_id = {int(model.pk)}"
+    )
+
+
+def create_vector_index(model: EmbeddingModel) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(vector_index_sql(model))
+
+
+def _register(spec: encoder.ModelSpec, model_id: str, state: str) -> EmbeddingModel:
+    model = EmbeddingModel.objects.filter(model_id=model_id).first()
+    if model is None:
+        model = EmbeddingModel.objects.create(
+            model_id=model_id,
+            architecture=spec.name,
+            pretrained=spec.pretrained if not spec.weights_file else "",
+            weights_file=spec.weights_file,
+            weights_sha256=encoder.weights_sha256(spec.weights_file) if spec.weights_file else "",
+            random_seed=spec.random_seed,
+            dimensions=encoder.architecture_dimensions(spec.name),
+            state=state,
+        )
+    else:
+        model.state = state
+        model.retired_at = None
+        model.save(update_fields=["state", "retired_at"])
+    if state == State.ACTIVE:
+        model.activated_at = timezone.now()
+        model.save(update_fields=["activated_at"])
+    create_vector_index(model)
+    return model
+
+
+def _retire(model: EmbeddingModel) -> None:
+    model.state = State.RETIRED
+    model.retired_at = timezone.now()
+    model.save(update_fields=["state", "retired_at"])
+
+
+def sync_configured_model(*, fill: bool = True) -> EmbeddingModel:
+    """Make the registry follow the configuration; returns the configured model's row.
+
+    No active model: the configured one becomes active. Otherwise a configured model other
+    than the active one becomes the next model (replacing any other next model) and, with
+    `fill`, its vectors are queued; configuring the active model again cancels a switch.
+    """
+    spec = encoder.ModelSpec.from_settings()
+    model_id = spec.model_id
+    try:
+        with transaction.atomic():
+            _lock_registry()
+            model, is_new_next = _follow_configuration(spec, model_id)
+    except IntegrityError:
+        # Another process registered it concurrently, before this one took the lock.
+        model, is_new_next = EmbeddingModel.objects.get(model_id=model_id), False
+    forget_cached_models()
+    if is_new_next:
+        if fill:
+            fill_model(model)
+        activate_next_if_complete()
+    return model
+
+
+def _follow_configuration(spec, model_id: str) -> tuple[EmbeddingModel, bool]:
+    active = EmbeddingModel.objects.filter(state=State.ACTIVE).first()
+    upcoming = next_model()
+    if upcoming is not None and upcoming.model_id == model_id:
+        return upcoming, False
+    if upcoming is not None:
+        _retire(upcoming)
+        logger.info("Stopped filling %s: the configuration names another model.", upcoming)
+    if active is not None and active.model_id == model_id:
+        return active, False
+    if active is None:
+        logger.info("Registered %s as the active model.", model_id)
+        return _register(spec, model_id, State.ACTIVE), False
+    logger.info("Registered %s as next; %s answers until it is filled.", model_id, active)
+    return _register(spec, model_id, State.NEXT), True
+
+
+def fill_model(model: EmbeddingModel) -> int:
+    """Queue every indexable image that has no vector of this model yet."""
+    return enqueue_now(
+        Image.objects.missing_vector_of(model).order_by("pk").values_list("pk", flat=True)
+    )
+
+
+def activate_model(model: EmbeddingModel, *, force: bool = False) -> EmbeddingModel:
+    """Make this model the one searches use, in one transaction.
+
+    Refused while indexable images lack its vector, unless forced: forced, those images are
+    not searchable (pending) until a worker encodes them.
+    """
+    with transaction.atomic():
+        _lock_registry()
+        model.refresh_from_db()
+        if model.state == State.ACTIVE:
+            return model
+        missing = Image.objects.missing_vector_of(model).count()
+        if missing and not force:
+            raise ModelSwitchError(
+                f"{missing} image(s) have no vector of {model.model_id} yet; wait for the "
+                "workers to finish, or force the switch (those images stay unsearchable "
+                "until they are encoded)."
+            )
+        for previous in EmbeddingModel.objects.filter(state=State.ACTIVE):
+            _retire(previous)
+        model.state = State.ACTIVE
+        model.activated_at = timezone.now()
+        model.retired_at = None
+        model.save(update_fields=["state", "activated_at", "retired_at"])
+        create_vector_index(model)
+        now = timezone.now()
+        Image.objects.filter(status=Image.Status.PENDING).with_vector_of(model).update(
+            status=Image.Status.INDEXED, indexed_at=now
+        )
+        unsearchable = Image.objects.filter(status=Image.Status.INDEXED).missing_vector_of(model)
+        waiting = list(unsearchable.values_list("pk", flat=True))
+        unsearchable.update(status=Image.Status.PENDING)
+        if waiting:
+            enqueue_encoding(waiting)
+    forget_cached_models()
+    logger.info("%s is now the active model.", model.model_id)
+    return model
+
+
+def activate_next_if_complete() -> EmbeddingModel | None:
+    """Activate the next model once every indexable image has its vector (MODEL_AUTO_ACTIVATE)."""
+    if not settings.MODEL_AUTO_ACTIVATE:
+        return None
+    upcoming = next_model()
+    if upcoming is None or Image.objects.missing_vector_of(upcoming).exists():
+        return None
+    try:
+        return activate_model(upcoming)
+    except ModelSwitchError:
+        return None  # an image arrived meanwhile; its job activates later
+
+
+def retire_model(model: EmbeddingModel) -> None:
+    """Stop filling a next model (its vectors stay until pruned); the active one cannot go."""
+    with transaction.atomic():
+        _lock_registry()
+        model.refresh_from_db()
+        if model.state == State.ACTIVE:
+            raise ModelSwitchError(
+                f"{model.model_id} answers every search; activate another model first."
+            )
+        if model.state != State.RETIRED:
+            _retire(model)
+
+
+def prune_retired_models() -> list[tuple[str, int]]:
+    """Delete retired models with their vectors and indexes; returns (model id, vectors)."""
+    pruned = []
+    with transaction.atomic():
+        _lock_registry()
+        for model in EmbeddingModel.objects.filter(state=State.RETIRED):
+            with connection.cursor() as cursor:
+                cursor.execute(f"DROP INDEX IF EXISTS {model.index_name}")
+                cursor.execute("DELETE FROM gallery_embedding WHERE model_id = %s", [model.pk])
+                pruned.append((model.model_id, cursor.rowcount))
+            model.delete()
+    return pruned
