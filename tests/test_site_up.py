@@ -114,7 +114,13 @@ def test_up_serves_site_on_embedded_servers_and_sigterm_leaves_no_process(tmp_pa
         home = urllib.request.urlopen(base_url)
         assert home.status == 200 and "Gallery" in home.read().decode()
         health = json.load(urllib.request.urlopen(base_url + "healthz"))
-        assert health == {"database": True, "queue": True, "ok": True}
+        assert health["database"] and health["queue"] and health["ok"]
+        # `up` ran migrate, which registered the configured model as active.
+        assert health["models"] == {
+            "active": "vs-test-tiny:random-seed0",
+            "next": None,
+            "load_errors": {},
+        }
         opener = urllib.request.build_opener(
             urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
         )
