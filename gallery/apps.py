@@ -19,9 +19,15 @@ def follow_configured_model(sender, plan=None, using="default", **kwargs):
 
     `flush` also sends post_migrate, without a plan: it is left alone.
     """
+    from django.db import connections
+
+    from gallery.indexing import encoder, registry
+    from gallery.models import EmbeddingModel
+
     if plan is None:
         return
-    from gallery.indexing import encoder, registry
+    if EmbeddingModel._meta.db_table not in connections[using].introspection.table_names():
+        return  # migrated to a state before the registry existed
 
     try:
         registry.sync_configured_model()

@@ -157,6 +157,8 @@ def vector_index_sql(
 
 def create_vector_index(model: EmbeddingModel) -> None:
     with connection.cursor() as cursor:
+        # CREATE INDEX refuses a table with deferred foreign-key checks still pending.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         cursor.execute(vector_index_sql(model))
 
 

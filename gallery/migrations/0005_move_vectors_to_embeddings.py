@@ -37,6 +37,8 @@ def move_vectors(apps, schema_editor):
     EmbeddingModel = apps.get_model("gallery", "EmbeddingModel")
     connection = schema_editor.connection
     with connection.cursor() as cursor:
+        # Check foreign keys as rows go in: CREATE INDEX refuses a table with deferred checks.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         cursor.execute(
             "SELECT embedding_model, vector_dims(embedding), count(*) FROM gallery_image "
             "WHERE embedding IS NOT NULL GROUP BY 1, 2 ORDER BY 3 DESC, 1"

@@ -100,28 +100,37 @@ def database_url() -> str:
 
 
 @contextmanager
-def isolated_library(label: str):
-    """Create a fresh migrated database, media folder and queue; drop them all on exit."""
+def isolated_database(label: str):
+    """A fresh, empty database on the same server, used by the default connection until exit."""
     name = f"vs_{label}_{os.getpid()}_{secrets.token_hex(3)}"
     with connection.cursor() as cursor:
         cursor.execute(f'CREATE DATABASE "{name}"')
     original_name = connection.settings_dict["NAME"]
     connection.close()
     connection.settings_dict["NAME"] = name
-    media_root = Path(tempfile.mkdtemp(prefix=f"visual-search-{label}-"))
-    queues = {**settings.RQ_QUEUES, name: settings.RQ_QUEUES["default"]}
     try:
-        with override_settings(MEDIA_ROOT=media_root, ENCODING_QUEUE=name, RQ_QUEUES=queues):
-            call_command("migrate", verbosity=0, interactive=False)
-            try:
-                yield IsolatedLibrary(name, media_root, name)
-            finally:
-                queue = django_rq.get_queue(name)
-                queue.empty()
-                queue.delete(delete_jobs=True)
+        yield name
     finally:
         connection.close()
         connection.settings_dict["NAME"] = original_name
         with connection.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def isolated_library(label: str):
+    """Create a fresh migrated database, media folder and queue; drop them all on exit."""
+    media_root = Path(tempfile.mkdtemp(prefix=f"visual-search-{label}-"))
+    try:
+        with isolated_database(label) as name:
+            queues = {**settings.RQ_QUEUES, name: settings.RQ_QUEUES["default"]}
+            with override_settings(MEDIA_ROOT=media_root, ENCODING_QUEUE=name, RQ_QUEUES=queues):
+                call_command("migrate", verbosity=0, interactive=False)
+                try:
+                    yield IsolatedLibrary(name, media_root, name)
+                finally:
+                    queue = django_rq.get_queue(name)
+                    queue.empty()
+                    queue.delete(delete_jobs=True)
+    finally:
         shutil.rmtree(media_root, ignore_errors=True)

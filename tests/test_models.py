@@ -1,0 +1,265 @@
+"""Model lifecycle on real PostgreSQL, Valkey and RQ workers: register, fill, switch, prune.
+
+Two tiny open_clip configurations with seeded random weights stand in for a small and a
+large model: vs-test-tiny (512-d) and vs-test-tiny-768 (768-d).
+"""
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.urls import reverse
+
+from gallery.indexing import encoding, queueing, registry
+from gallery.indexing.worker import EncodingWorker
+from gallery.library.ingest import ingest_image
+from gallery.models import Embedding, EmbeddingModel, Image
+from gallery.search.request import SearchRequest
+from gallery.search.selector import search_images
+from tests.images import distinct_images
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SMALL, LARGE = "vs-test-tiny", "vs-test-tiny-768"
+TEXTS = ["a red square", "blue sky over water", "photo"]
+
+
+def add_images(count: int, offset: int = 0, **options) -> list[Image]:
+    return [
+        ingest_image(data=data, filename=f"{offset + n}.png", **options).image
+        for n, data in enumerate(distinct_images(offset + count)[offset:])
+    ]
+
+
+def run_one_job(queue) -> bool:
+    """One queued job on the site's worker class; False when the queue was empty."""
+    if not queue.count:
+        return False
+    EncodingWorker([queue], connection=queue.connection).work(burst=True, max_jobs=1)
+    return True
+
+
+def snapshot(client, images) -> dict:
+    """Everything a user sees from search: text rankings, "more like this", a filtered miss."""
+    seen = {}
+    for text in TEXTS:
+        results = search_images(SearchRequest(text=text, page_size=100))
+        seen[text] = [(hit.image.pk, round(hit.score, 5)) for hit in results.hits]
+    like = client.get(reverse("api_search"), {"like": images[3].pk, "page_size": 100})
+    assert like.status_code == 200
+    seen["like"] = [hit["id"] for hit in like.json()["results"]]
+    miss = client.get(reverse("api_search"), {"q": "photo", "min_score": 0.9999}).json()
+    assert miss["results"] == []
+    seen["miss"] = miss["message"].split(" (")[0]
+    return seen
+
+
+def vectors_of(model: EmbeddingModel, ids) -> np.ndarray:
+    stored = dict(
+        Embedding.objects.filter(model=model, image__in=ids).values_list("image_id", "vector")
+    )
+    return np.array([np.asarray(stored[pk], dtype=np.float32) for pk in ids])
+
+
+def test_switching_to_a_larger_model_never_interrupts_search(client, media_root, queue, settings):
+    settings.CLIP_MODEL = SMALL
+    images = add_images(40)
+    while run_one_job(queue):
+        pass
+    small = registry.active_model()
+    assert small.dimensions == 512 and small.embeddings.count() == 40
+    before = snapshot(client, images)
+    assert all(len(before[text]) == 40 for text in TEXTS)
+    assert "No image reaches the minimum score" in before["miss"]
+
+    settings.CLIP_MODEL = LARGE
+    large = registry.sync_configured_model()
+    assert (large.state, large.dimensions) == ("next", 768)
+    assert queue.count == 5  # 40 images in batches of 8
+    late = add_images(1, offset=40)[0]  # uploaded during the switch: needs both vectors
+
+    steps = 0
+    while registry.next_model() is not None:
+        assert snapshot(client, images) == before  # the same full results at every step
+        coverage = registry.coverage(large)
+        assert coverage["covered"] == min(8 * steps, 40)
+        assert run_one_job(queue), "the queue ran dry before the switch"
+        steps += 1
+    assert steps == 6  # five fill jobs and the late upload's job
+
+    registry.forget_cached_models()
+    large.refresh_from_db()
+    small.refresh_from_db()
+    assert (large.state, small.state) == ("active", "retired")
+    assert Embedding.objects.filter(image=late).count() == 2
+    everything = [image.pk for image in images] + [late.pk]
+    clip = registry.load_encoder(large)
+    large_vectors = vectors_of(large, everything)
+    for text in TEXTS:
+        query = clip.encode_texts([text])[0]
+        expected = [everything[i] for i in np.argsort(-(large_vectors @ query), kind="stable")]
+        results = search_images(SearchRequest(text=text, page_size=100))
+        found = [hit.image.pk for hit in results.hits]
+        assert found == expected
+    assert Image.objects.filter(status=Image.Status.INDEXED).count() == 41
+
+    call_command("prune_models")
+    assert not EmbeddingModel.objects.filter(pk=small.pk).exists()
+    assert Embedding.objects.count() == 41 and not Embedding.objects.filter(model=small).exists()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'gallery_embedding'")
+        names = {row[0] for row in cursor.fetchall()}
+    assert small.index_name not in names and large.index_name in names
+
+
+def test_configuring_the_active_model_again_cancels_the_switch(media_root, queue, settings):
+    images = add_images(3)
+    while run_one_job(queue):
+        pass
+    small = registry.active_model()
+    settings.CLIP_MODEL = LARGE
+    large = registry.sync_configured_model()
+    settings.CLIP_MODEL = SMALL
+    assert registry.sync_configured_model() == small
+    large.refresh_from_db()
+    assert large.state == "retired" and registry.next_model() is None
+    while run_one_job(queue):  # the fill jobs queued for the cancelled model do nothing harmful
+        pass
+    assert registry.active_model() == small
+    assert all(image.embeddings.filter(model=small).exists() for image in images)
+
+
+def test_without_auto_activation_the_admin_or_command_switches(
+    admin_client, media_root, queue, settings
+):
+    settings.MODEL_AUTO_ACTIVATE = False
+    add_images(3)
+    while run_one_job(queue):
+        pass
+    settings.CLIP_MODEL = LARGE
+    large = registry.sync_configured_model()
+    with pytest.raises(Exception, match="have no vector of vs-test-tiny-768"):
+        call_command("activate_model")
+    while run_one_job(queue):
+        pass
+    assert registry.next_model() == large  # filled, but waiting for a person
+
+    page = admin_client.get(reverse("admin:gallery_embeddingmodel_changelist")).content.decode()
+    assert "vs-test-tiny-768:random-seed0" in page and "3 / 3 (100 %)" in page
+    progress = admin_client.get(reverse("admin:gallery_image_changelist")).content.decode()
+    assert "Switching to <strong>vs-test-tiny-768:random-seed0</strong>" in progress
+    response = admin_client.post(
+        reverse("admin:gallery_embeddingmodel_changelist"),
+        {"action": "activate_selected", "_selected_action": [large.pk]},
+        follow=True,
+    )
+    assert "now answers every search" in response.content.decode()
+    registry.forget_cached_models()
+    assert registry.active_model() == large
+
+
+def test_forced_activation_leaves_uncovered_images_waiting_not_failed(media_root, queue, settings):
+    images = add_images(4)
+    while run_one_job(queue):
+        pass
+    settings.CLIP_MODEL = LARGE
+    registry.sync_configured_model()
+    queue.empty()
+    encoding.encode_images([images[0].pk])  # only one image has the large model's vector
+    call_command("activate_model", "--force")
+    registry.forget_cached_models()
+    statuses = dict(Image.objects.values_list("pk", "status"))
+    assert statuses[images[0].pk] == "indexed"
+    assert [statuses[image.pk] for image in images[1:]] == ["pending"] * 3
+    hits = search_images(SearchRequest(text="photo", page_size=10)).hits
+    assert [hit.image.pk for hit in hits] == [images[0].pk]
+    while run_one_job(queue):  # the forced switch queued the waiting images
+        pass
+    assert Image.objects.filter(status=Image.Status.INDEXED).count() == 4
+
+
+def test_weights_that_cannot_load_keep_images_pending_and_say_why(
+    client, media_root, queue, settings
+):
+    settings.CLIP_MODEL = "ViT-B-32"  # real architecture, weights not available offline
+    settings.CLIP_PRETRAINED = "laion2b_s34b_b79k"
+    images = add_images(3)
+    with pytest.raises(Exception, match="CLIP_WEIGHTS_FILE"):
+        encoding.encode_images([image.pk for image in images])
+    queue.empty()
+    assert set(Image.objects.values_list("status", "status_error")) == {("pending", "")}
+    health = client.get(reverse("healthz")).json()
+    assert "ViT-B-32:laion2b_s34b_b79k" in health["models"]["load_errors"]
+
+
+def test_a_next_model_that_cannot_load_leaves_indexed_images_indexed(media_root, queue, settings):
+    images = add_images(3)
+    while run_one_job(queue):
+        pass
+    settings.CLIP_MODEL = "ViT-B-32"
+    settings.CLIP_PRETRAINED = "laion2b_s34b_b79k"
+    broken = registry.sync_configured_model()
+    assert broken.state == "next"
+    call_command("reindex", "--all")  # re-encodes the active model, cannot load the next
+    while run_one_job(queue):
+        pass
+    assert Image.objects.filter(status=Image.Status.INDEXED).count() == 3
+    broken.refresh_from_db()
+    assert "CLIP_WEIGHTS_FILE" in broken.load_error
+    assert queueing.images_to_reindex("stale").count() == 3  # still waiting for it
+    hits = search_images(SearchRequest(text="photo", page_size=10)).hits
+    assert sorted(hit.image.pk for hit in hits) == sorted(image.pk for image in images)
+
+
+def test_migration_moves_existing_vectors_into_embedding_rows_without_reencoding(settings):
+    from gallery.offline.sandbox import isolated_database
+
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(6, 512)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    # Four images of the configured model, one of an older model, one never indexed.
+    made_by = ["vs-test-tiny:random-seed0"] * 4 + ["ViT-B-32:file:clip.bin", None]
+    with isolated_database("migration"):
+        call_command("migrate", "gallery", "0003", verbosity=0)
+        with connection.cursor() as cursor:
+            for n, (vector, model_id) in enumerate(zip(vectors, made_by, strict=True)):
+                cursor.execute(
+                    "INSERT INTO gallery_image (file, thumbnail, sha256, original_filename, "
+                    "width, height, format, byte_size, caption, uploaded_at, taken_at, status, "
+                    "status_error, embedding, embedding_model, indexed_at) VALUES "
+                    "(%s, '', %s, '', 1, 1, 'PNG', 1, '', now(), now(), %s, '', %s::vector, "
+                    "%s, now())",
+                    [
+                        f"originals/{n}.png",
+                        f"{n:064x}",
+                        "indexed" if model_id else "pending",
+                        "[" + ",".join(map(str, vector.tolist())) + "]" if model_id else None,
+                        model_id or "",
+                    ],
+                )
+        call_command("migrate", verbosity=0)
+
+        models = {model.model_id: model for model in EmbeddingModel.objects.all()}
+        current = models["vs-test-tiny:random-seed0"]
+        old = models["ViT-B-32:file:clip.bin"]
+        assert (current.state, current.architecture, current.pretrained) == (
+            "active",
+            "vs-test-tiny",
+            "random",
+        )
+        assert (old.state, old.architecture, old.weights_file) == (
+            "retired",
+            "ViT-B-32",
+            "clip.bin",
+        )
+        ids = list(Image.objects.order_by("sha256").values_list("pk", flat=True))
+        np.testing.assert_array_equal(vectors_of(current, ids[:4]), vectors[:4])
+        np.testing.assert_array_equal(vectors_of(old, ids[4:5]), vectors[4:5])
+        statuses = list(Image.objects.order_by("sha256").values_list("status", flat=True))
+        # Only the active model's images stay searchable, exactly as before the migration.
+        assert statuses == ["indexed"] * 4 + ["pending", "pending"]
+        registry.forget_cached_models()
+        results = search_images(SearchRequest(image_vector=vectors[2], page_size=10))
+        assert [hit.image.pk for hit in results.hits][0] == ids[2]
+        assert len(results.hits) == 4
+    registry.forget_cached_models()
