@@ -263,3 +263,69 @@ def test_migration_moves_existing_vectors_into_embedding_rows_without_reencoding
         assert [hit.image.pk for hit in results.hits][0] == ids[2]
         assert len(results.hits) == 4
     registry.forget_cached_models()
+
+
+def test_a_running_web_process_follows_a_switch_without_restarting(media_root, queue, settings):
+    import json
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from gallery.offline import sandbox
+    from tests.conftest import clean_child_environment
+
+    add_images(6)
+    while run_one_job(queue):
+        pass
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    web = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "searchsite.wsgi:application"]
+        + ["--bind", f"127.0.0.1:{port}", "--workers", "1"],
+        env=clean_child_environment(
+            DATABASE_URL=sandbox.database_url(),
+            REDIS_URL=settings.REDIS_URL,
+            SECRET_KEY="test",
+            MEDIA_ROOT=str(media_root),
+            MODEL_REFRESH_SECONDS="1",
+            DJANGO_SETTINGS_MODULE="searchsite.settings",
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def ranking() -> list[int]:
+        url = f"http://127.0.0.1:{port}/api/search?q=photo&page_size=10"
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return [hit["id"] for hit in json.load(response)["results"]]
+
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                before = ranking()
+                break
+            except OSError:
+                assert web.poll() is None and time.monotonic() < deadline, "gunicorn did not start"
+                time.sleep(0.3)
+        settings.CLIP_MODEL = LARGE
+        large = registry.sync_configured_model()
+        while run_one_job(queue):
+            pass
+        large.refresh_from_db()
+        assert large.state == "active"
+        clip = registry.load_encoder(large)
+        ids = list(Image.objects.order_by("pk").values_list("pk", flat=True))
+        scores = vectors_of(large, ids) @ clip.encode_texts(["photo"])[0]
+        expected = [ids[i] for i in np.argsort(-scores, kind="stable")]
+        assert expected != before  # the two models rank differently
+        switched_at = time.monotonic()
+        while ranking() != expected:
+            assert time.monotonic() - switched_at < 15, "the web process kept the old model"
+            time.sleep(0.2)
+    finally:
+        web.terminate()
+        web.wait(timeout=30)

@@ -23,6 +23,7 @@ from django.db import connection
 from django.test.utils import override_settings
 from rq import Worker
 
+from gallery.indexing import registry
 from searchsite.paths import PROJECT_DIR
 
 
@@ -108,11 +109,13 @@ def isolated_database(label: str):
     original_name = connection.settings_dict["NAME"]
     connection.close()
     connection.settings_dict["NAME"] = name
+    registry.forget_cached_models()  # the active model is a row of the other database
     try:
         yield name
     finally:
         connection.close()
         connection.settings_dict["NAME"] = original_name
+        registry.forget_cached_models()
         with connection.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
