@@ -329,3 +329,50 @@ def test_a_running_web_process_follows_a_switch_without_restarting(media_root, q
     finally:
         web.terminate()
         web.wait(timeout=30)
+
+
+def test_a_weights_file_is_one_model_wherever_it_lies(media_root, queue, settings, tmp_path):
+    import shutil
+
+    import torch
+
+    from gallery.indexing import encoder
+
+    images = add_images(3)
+    while run_one_job(queue):
+        pass
+    seeded = registry.active_model()  # vs-test-tiny with seed-0 random weights
+    first = tmp_path / "a" / "clip.bin"
+    first.parent.mkdir()
+    spec = encoder.ModelSpec(name=SMALL, pretrained="random", random_seed=0)
+    torch.save(encoder.ClipEncoder(spec).model.state_dict(), first)
+
+    settings.CLIP_PRETRAINED = ""
+    settings.CLIP_WEIGHTS_FILE = str(first)
+    from_file = registry.sync_configured_model()  # loads through open_clip's checkpoint path
+    assert from_file.model_id.startswith(f"{SMALL}:sha256:") and from_file.state == "next"
+    while run_one_job(queue):
+        pass
+    from_file.refresh_from_db()
+    assert from_file.state == "active"
+    ids = [image.pk for image in images]
+    # The same weights give the same vectors, whichever way they were loaded.
+    np.testing.assert_allclose(vectors_of(from_file, ids), vectors_of(seeded, ids), atol=1e-5)
+
+    moved = tmp_path / "renamed.pt"
+    shutil.move(first, moved)
+    settings.CLIP_WEIGHTS_FILE = str(moved)
+    assert registry.sync_configured_model() == from_file  # same bytes: same model, new path
+    from_file.refresh_from_db()
+    assert from_file.weights_file == str(moved)
+    call_command("reindex", "--all")
+    while run_one_job(queue):
+        pass
+    assert Image.objects.filter(status=Image.Status.INDEXED).count() == 3
+
+    other = tmp_path / "b" / "clip.bin"  # same name, other weights
+    other.parent.mkdir()
+    other_spec = encoder.ModelSpec(name=SMALL, pretrained="random", random_seed=1)
+    torch.save(encoder.ClipEncoder(other_spec).model.state_dict(), other)
+    settings.CLIP_WEIGHTS_FILE = str(other)
+    assert registry.sync_configured_model().model_id != from_file.model_id

@@ -179,11 +179,19 @@ def _register(spec: encoder.ModelSpec, model_id: str, state: str) -> EmbeddingMo
         model.state = state
         model.retired_at = None
         model.save(update_fields=["state", "retired_at"])
+        _follow_moved_weights(model, spec)
     if state == State.ACTIVE:
         model.activated_at = timezone.now()
         model.save(update_fields=["activated_at"])
     create_vector_index(model)
     return model
+
+
+def _follow_moved_weights(model: EmbeddingModel, spec: encoder.ModelSpec) -> None:
+    """The same weights (same SHA-256) now at another path: load them from there."""
+    if spec.weights_file and model.weights_file != spec.weights_file:
+        model.weights_file = spec.weights_file
+        model.save(update_fields=["weights_file"])
 
 
 def _retire(model: EmbeddingModel) -> None:
@@ -220,11 +228,13 @@ def _follow_configuration(spec, model_id: str) -> tuple[EmbeddingModel, bool]:
     active = EmbeddingModel.objects.filter(state=State.ACTIVE).first()
     upcoming = next_model()
     if upcoming is not None and upcoming.model_id == model_id:
+        _follow_moved_weights(upcoming, spec)
         return upcoming, False
     if upcoming is not None:
         _retire(upcoming)
         logger.info("Stopped filling %s: the configuration names another model.", upcoming)
     if active is not None and active.model_id == model_id:
+        _follow_moved_weights(active, spec)
         return active, False
     if active is None:
         logger.info("Registered %s as the active model.", model_id)
