@@ -68,6 +68,10 @@ class Image(models.Model):
     )
     uploaded_at = models.DateTimeField(auto_now_add=True, db_index=True)
     taken_at = models.DateTimeField(db_index=True)
+    # The calendar day where the photo was taken: the EXIF date as the camera wrote it, else
+    # the day of `taken_at` in TIME_ZONE. Date filters and pages use this day, so a photo
+    # taken at 01:00 on 5 June in UTC+2 is on 5 June, not on 4 June (its UTC day).
+    taken_on = models.DateField(null=True, blank=True, db_index=True)
     tags = models.ManyToManyField(Tag, blank=True, related_name="images")
 
     status = models.CharField(
@@ -86,6 +90,11 @@ class Image(models.Model):
 
     def __str__(self) -> str:
         return self.caption or self.original_filename or self.sha256[:12]
+
+    @property
+    def taken_day(self):
+        """`taken_on`, or for rows without it (older ones) `taken_at`'s day in TIME_ZONE."""
+        return self.taken_on or timezone.localtime(self.taken_at).date()
 
 
 class EmbeddingModel(models.Model):

@@ -309,3 +309,17 @@ def test_only_vectors_of_the_configured_model_are_searched(library):
     finally:
         Embedding.objects.filter(image=other, model=retired).update(model=active)
         retired.delete()
+
+
+def test_excluding_a_tag_nobody_has_excludes_nothing(library):
+    query = queries(1, seed=31)[0]
+    plain = search_images(SearchRequest(image_vector=query, page_size=20))
+    excluded = search_images(
+        SearchRequest(image_vector=query, tags_not=["no-such-tag", "common"], page_size=20)
+    )
+    assert ids_of(excluded) == library.exact(query, ~library.common, k=20)
+    assert ids_of(
+        search_images(SearchRequest(image_vector=query, tags_not=["nope"], page_size=20))
+    ) == ids_of(plain)
+    with pytest.raises(SearchError, match="There is no tag named 'nope'"):
+        search_images(SearchRequest(image_vector=query, tags_any=["nope"]))

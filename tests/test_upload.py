@@ -2,7 +2,7 @@
 
 import io
 import os
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -85,7 +85,7 @@ def test_mixed_batch_stores_good_files_and_explains_each_rejection(
     assert "too many pixels" in errors["bomb.png"] and "144 megapixels" in errors["bomb.png"]
     assert "SVG is a vector drawing format" in errors["drawing.svg"]
     assert errors["empty.jpg"] == "The file is empty (0 bytes)."
-    assert "too large" in errors["huge.bmp"] and "0.4 MB" in errors["huge.bmp"]
+    assert errors["huge.bmp"] == "The file is too large: the limit is 390.6 KiB."
     assert len(errors) == 6
     # Only the two good images left rows and files (an original and a thumbnail each).
     assert Image.objects.count() == 2
@@ -175,3 +175,64 @@ def test_gallery_shows_images_with_status_and_tags(uploader, media_root, client)
     upload(uploader, ("shown.png", image_bytes(pattern=9)), tags="mountains", caption="Alps")
     page = client.get(reverse("gallery")).content.decode()
     assert "Alps" in page and "mountains" in page and "Pending" in page
+
+
+def test_16_bit_grayscale_keeps_its_gradient_in_thumbnail_and_vector(uploader, media_root):
+    import numpy as np
+
+    from gallery.indexing import encoder
+
+    ramp = np.tile(np.linspace(0, 65535, 256), (128, 1)).astype(np.uint16)
+    buffer = io.BytesIO()
+    PILImage.fromarray(ramp).save(buffer, "PNG")  # mode I;16, as scanners write
+    upload(uploader, ("scan.png", buffer.getvalue()))
+    image = Image.objects.get()
+    with PILImage.open(image.thumbnail.path) as thumbnail:
+        pixels = np.asarray(thumbnail.convert("L"), dtype=np.float64)
+    # Clipped at 255 it was a white square; scaled, it runs from black to white.
+    assert pixels.min() < 20 and pixels.max() > 235 and pixels.std() > 50
+    for_model = np.asarray(encoder.open_image_for_encoding(image.file.path, 64))
+    assert for_model.std() > 50
+
+
+def test_exif_date_written_in_ifd0_is_read(uploader, media_root):
+    exif = PILImage.Exif()
+    exif[36867] = "2018:03:02 10:20:30"  # DateTimeOriginal in IFD0, not the Exif sub-IFD
+    upload(uploader, ("edited.jpg", image_bytes(fmt="JPEG", exif=exif)))
+    image = Image.objects.get()
+    assert image.taken_on.isoformat() == "2018-03-02"
+    assert image.taken_at.replace(tzinfo=None) == datetime(2018, 3, 2, 10, 20, 30)
+
+
+def test_a_photo_after_local_midnight_is_on_its_own_day(
+    uploader, client, media_root, queue, run_burst_worker, settings
+):
+    settings.TIME_ZONE = "UTC"
+    exif = PILImage.Exif()
+    exif.get_ifd(0x8769)[36867] = "2023:06:05 01:00:00"  # 4 June 23:00 in UTC
+    exif.get_ifd(0x8769)[36881] = "+02:00"
+    upload(uploader, ("night.jpg", image_bytes(fmt="JPEG", exif=exif, pattern=3)))
+    run_burst_worker()
+    image = Image.objects.get()
+    assert image.taken_at.astimezone(UTC).date().isoformat() == "2023-06-04"
+    assert image.taken_on.isoformat() == "2023-06-05"
+
+    def found(**dates) -> list[int]:
+        response = client.get(reverse("api_search"), {"q": "night", **dates})
+        return [hit["id"] for hit in response.json()["results"]]
+
+    assert found(after="2023-06-05", before="2023-06-05") == [image.pk]
+    assert found(before="2023-06-04") == []
+    assert found(after="2023-06-06") == []
+    hit = client.get(reverse("api_search"), {"q": "night"}).json()["results"][0]
+    assert hit["taken_on"] == "2023-06-05"
+    assert "2023-06-05" in client.get(reverse("image_detail", args=[image.pk])).content.decode()
+
+
+def test_sizes_are_worded_in_one_unit_rounded_for_people(settings):
+    from gallery.library import validation
+
+    settings.MAX_UPLOAD_BYTES = 25 * 1024 * 1024
+    assert validation.size_message(27_600_000) == (
+        "The file is too large (26.3 MiB); the limit is 25 MiB."
+    )

@@ -16,6 +16,8 @@ from django.conf import settings
 from PIL import Image as PILImage
 from PIL import ImageOps
 
+from gallery.pixels import displayable
+
 logger = logging.getLogger(__name__)
 
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
@@ -154,7 +156,7 @@ class ClipEncoder:
 
     def encode_images(self, images: list[PILImage.Image]) -> np.ndarray:
         """L2-normalised float32 vectors, one row per image."""
-        return self.encode_pixels([self.preprocess(image.convert("RGB")) for image in images])
+        return self.encode_pixels([self.preprocess(displayable(image)) for image in images])
 
     def prepare_image_files(self, paths) -> list:
         """Model-ready pixel tensors for these files, or the exception each one raised.
@@ -270,4 +272,4 @@ def open_image_for_encoding(path, target_size: int | None = None) -> PILImage.Im
     # draft() picks the smallest JPEG scale (1/2..1/8) still at least this size.
     image.draft("RGB", (size, size))
     image = ImageOps.exif_transpose(image)
-    return image.convert("RGB")
+    return displayable(image)

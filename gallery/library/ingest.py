@@ -83,6 +83,7 @@ def _store_new_image(
     *, data, sha256, validated, filename, uploaded_by, tag_names, caption, enqueue, result
 ) -> Image:
     extension = ACCEPTED_FORMATS[validated.format]
+    now = timezone.now()
     original_name = f"originals/{sha256[:2]}/{sha256}.{extension}"
     thumbnail_name = f"thumbnails/{sha256[:2]}/{sha256}.webp"
     written = [
@@ -102,7 +103,8 @@ def _store_new_image(
                 byte_size=len(data),
                 caption=caption,
                 uploaded_by=uploaded_by,
-                taken_at=validated.taken_at or timezone.now(),
+                taken_at=validated.taken_at or now,
+                taken_on=validated.taken_on or timezone.localtime(now).date(),
             )
             image.tags.set(tags_named(tag_names))
             if enqueue:

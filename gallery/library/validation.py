@@ -13,6 +13,8 @@ from django.utils import timezone
 from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
 
+from gallery.pixels import displayable
+
 # Pillow format name -> stored file extension.
 ACCEPTED_FORMATS = {
     "JPEG": "jpg",
@@ -64,6 +66,11 @@ class ValidatedImage:
     taken_at: datetime | None
     thumbnail: bytes
 
+    @property
+    def taken_on(self):
+        """The day the camera wrote (its local date), or None without an EXIF date."""
+        return self.taken_at.date() if self.taken_at else None
+
 
 def check_upload_size(size: int) -> None:
     if size == 0:
@@ -72,11 +79,19 @@ def check_upload_size(size: int) -> None:
         raise RejectedImage(size_message(size))
 
 
+def human_size(size: int) -> str:
+    """Bytes for people, in binary units as everywhere in the product: 25 MiB, 26.3 MiB."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{round(size / scale, 1):g} {unit}"
+    return f"{size} bytes"
+
+
 def size_message(size: int | None) -> str:
-    limit = f"the limit is {settings.MAX_UPLOAD_BYTES / 1e6:g} MB"
+    limit = f"the limit is {human_size(settings.MAX_UPLOAD_BYTES)}"
     if size is None:
         return f"The file is too large: {limit}."
-    return f"The file is too large ({size / 1e6:.1f} MB); {limit}."
+    return f"The file is too large ({human_size(size)}); {limit}."
 
 
 def validate_image(data: bytes, filename: str, notes: list[str]) -> ValidatedImage:
@@ -147,11 +162,7 @@ def _extension(filename: str) -> str:
 
 
 def _thumbnail(image: PILImage.Image) -> bytes:
-    if image.mode not in ("RGB", "RGBA"):
-        image = image.convert(
-            "RGBA" if "transparency" in image.info or "A" in image.mode else "RGB"
-        )
-    image = image.copy()
+    image = displayable(image, keep_alpha=True).copy()
     image.thumbnail((settings.THUMBNAIL_SIZE, settings.THUMBNAIL_SIZE), PILImage.Resampling.LANCZOS)
     buffer = io.BytesIO()
     image.save(buffer, "WEBP", quality=80, method=4)
@@ -160,14 +171,17 @@ def _thumbnail(image: PILImage.Image) -> bytes:
 
 def _exif_taken_at(image: PILImage.Image) -> datetime | None:
     try:
-        exif = image.getexif().get_ifd(EXIF_IFD)
-        raw = exif.get(EXIF_DATETIME_ORIGINAL)
+        main = image.getexif()
+        exif = main.get_ifd(EXIF_IFD)
+        # Some phone apps and editors write the date into IFD0 instead of the Exif sub-IFD.
+        raw = exif.get(EXIF_DATETIME_ORIGINAL) or main.get(EXIF_DATETIME_ORIGINAL)
         if not raw:
             return None
         taken = datetime.strptime(str(raw).strip("\x00 ").strip(), "%Y:%m:%d %H:%M:%S")
-        offset = exif.get(EXIF_OFFSET_TIME_ORIGINAL)
+        offset = exif.get(EXIF_OFFSET_TIME_ORIGINAL) or main.get(EXIF_OFFSET_TIME_ORIGINAL)
         if offset:
             return datetime.fromisoformat(taken.isoformat() + str(offset).strip("\x00 "))
+        # No offset: the camera's clock is read in TIME_ZONE (its day stays the camera's).
         return timezone.make_aware(taken)
     except (ValueError, TypeError, KeyError, OverflowError):
         return None  # an unreadable date is not a reason to refuse the image

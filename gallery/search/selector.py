@@ -18,12 +18,10 @@ materialized CTE then restores strict order, as pgvector's documentation prescri
 
 import time
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
 
 import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
-from django.utils import timezone
 
 from gallery.indexing import registry
 from gallery.models import EmbeddingModel, Image, Tag
@@ -65,29 +63,27 @@ class SearchResults:
 # -- the statement ---------------------------------------------------------------------------
 
 
-def _tag_ids(parameter: str, names: list[str]) -> list[int]:
+def _tag_ids(parameter: str, names: list[str], *, unknown_ok: bool = False) -> list[int]:
+    """Tag ids by name (case-insensitive). An unknown name is an error that explains an
+    empty page, except where it cannot matter (excluding a tag nobody has)."""
     if not names:
         return []
     found = {tag.name.lower(): tag.pk for tag in Tag.objects.filter(name__in=names)}
     for name in names:
         if name.lower() not in found:
             match = Tag.objects.filter(name__iexact=name).first()
-            if match is None:
+            if match is not None:
+                found[name.lower()] = match.pk
+            elif not unknown_ok:
                 raise SearchError(parameter, f"There is no tag named {name!r}.")
-            found[name.lower()] = match.pk
-    return [found[name.lower()] for name in names]
+    return [found[name.lower()] for name in names if name.lower() in found]
 
 
-def _day_start(day: date) -> datetime:
-    return timezone.make_aware(datetime.combine(day, datetime.min.time()))
-
-
-def _tag_filter(parameter: str, names: list[str], exists: str) -> tuple[str, str, dict]:
-    condition = (
+def _tag_condition(parameter: str, exists: str) -> str:
+    return (
         f"{exists} (SELECT 1 FROM gallery_image_tags t "
         f"WHERE t.image_id = e.image_id AND t.tag_id = ANY(%({parameter})s))"
     )
-    return parameter, condition, {parameter: _tag_ids(parameter, names)}
 
 
 def _filters(request: SearchRequest) -> list[tuple[str, str, dict]]:
@@ -102,7 +98,8 @@ def _filters(request: SearchRequest) -> list[tuple[str, str, dict]]:
         )
     filters = []
     if request.tags_any:
-        filters.append(_tag_filter("tags_any", request.tags_any, "EXISTS"))
+        ids = _tag_ids("tags_any", request.tags_any)
+        filters.append(("tags_any", _tag_condition("tags_any", "EXISTS"), {"tags_any": ids}))
     if request.tags_all:
         ids = sorted(set(_tag_ids("tags_all", request.tags_all)))
         filters.append(
@@ -113,19 +110,24 @@ def _filters(request: SearchRequest) -> list[tuple[str, str, dict]]:
                 {"tags_all": ids, "tags_all_n": len(ids)},
             )
         )
-    if request.tags_not:
-        filters.append(_tag_filter("tags_not", request.tags_not, "NOT EXISTS"))
-    if request.after:
-        filters.append(("after", "i.taken_at >= %(after)s", {"after": _day_start(request.after)}))
-    if request.before:
+    excluded = _tag_ids("tags_not", request.tags_not, unknown_ok=True)
+    if excluded:
         filters.append(
-            (
-                "before",
-                "i.taken_at < %(before)s",
-                {"before": _day_start(request.before + timedelta(days=1))},
-            )
+            ("tags_not", _tag_condition("tags_not", "NOT EXISTS"), {"tags_not": excluded})
         )
+    if request.after:
+        filters.append(("after", f"{TAKEN_DAY} >= %(after)s", _day(after=request.after)))
+    if request.before:
+        filters.append(("before", f"{TAKEN_DAY} <= %(before)s", _day(before=request.before)))
     return filters
+
+
+# The photo's own calendar day (Image.taken_on); rows without one use TIME_ZONE's day.
+TAKEN_DAY = "coalesce(i.taken_on, (i.taken_at AT TIME ZONE %(time_zone)s)::date)"
+
+
+def _day(**day) -> dict:
+    return {**day, "time_zone": settings.TIME_ZONE}
 
 
 def _base_conditions(model: EmbeddingModel) -> tuple[list[str], dict]:

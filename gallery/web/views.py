@@ -13,7 +13,7 @@ from django.views.decorators.http import require_http_methods
 from django.views.static import serve
 
 from gallery.indexing import encoder, progress
-from gallery.library import ingest, selectors
+from gallery.library import ingest, selectors, validation
 from gallery.models import Image
 from gallery.search import query_vectors, selector
 from gallery.search.query_syntax import SYNTAX_HELP
@@ -62,7 +62,11 @@ def _wants_json(request) -> bool:
 @login_required
 @require_http_methods(["GET", "POST"])
 def upload(request):
-    limits = {"max_bytes": settings.MAX_UPLOAD_BYTES, "max_pixels": settings.MAX_IMAGE_PIXELS}
+    limits = {
+        "max_bytes": settings.MAX_UPLOAD_BYTES,
+        "max_size": validation.human_size(settings.MAX_UPLOAD_BYTES),
+        "max_pixels": settings.MAX_IMAGE_PIXELS,
+    }
     if request.method == "GET":
         return render(request, "gallery/upload.html", {"form": UploadForm(), **limits})
     form = UploadForm(
@@ -217,6 +221,7 @@ def _hit_json(request, hit: selector.Hit) -> dict:
         "caption": image.caption,
         "tags": hit.tag_names,
         "taken_at": image.taken_at.isoformat(),
+        "taken_on": image.taken_day.isoformat(),
         "uploaded_at": image.uploaded_at.isoformat(),
         "width": image.width,
         "height": image.height,

@@ -12,7 +12,8 @@
   let active = 0;
   const PARALLEL = 2;
 
-  function megabytes(bytes) { return (bytes / 1e6).toFixed(1) + " MB"; }
+  // As the server words it (validation.human_size): 25 MiB, 26.3 MiB.
+  function megabytes(bytes) { return String(Math.round(bytes / 1048576 * 10) / 10) + " MiB"; }
 
   function addRow(file) {
     const row = document.createElement("li");
