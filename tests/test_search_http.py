@@ -158,6 +158,33 @@ def test_search_page_image_upload_redirects_to_a_pageable_address(client, indexe
     assert "the uploaded image" in page.content.decode()
 
 
+def test_a_posted_search_encodes_and_searches_once(client, indexed_images, monkeypatch):
+    from gallery.search import query_vectors, selector
+
+    calls = {"encode": 0, "search": 0}
+
+    def counted(name, real):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(
+        query_vectors, "query_image_vector", counted("encode", query_vectors.query_image_vector)
+    )
+    monkeypatch.setattr(selector, "search_images", counted("search", selector.search_images))
+    with open(indexed_images[3].file.path, "rb") as original:
+        response = client.post(
+            reverse("search"),
+            {"image": SimpleUploadedFile("q.png", original.read()), "q": "photo"},
+            follow=True,
+        )
+    assert response.status_code == 200 and response.redirect_chain
+    assert response.content.decode().count('class="card"') > 0
+    assert calls == {"encode": 1, "search": 1}
+
+
 def test_gallery_links_to_more_like_this_for_indexed_images(client, indexed_images):
     page = client.get(reverse("gallery")).content.decode()
     assert f"/search/?like={indexed_images[0].pk}" in page

@@ -111,15 +111,20 @@ def _upload_result_json(result: ingest.IngestResult) -> dict:
 # -- search ----------------------------------------------------------------------------------
 
 
-def _search(form: SearchForm) -> tuple[selector.SearchResults, str]:
-    """Run a valid form's search; returns the results and the query image's token, if any."""
+def _query_image(form: SearchForm) -> tuple[object, str]:
+    """The query image's vector and token: encoded once when uploaded, then recalled."""
     token = form.cleaned_data["image_token"]
-    vector = None
     if form.cleaned_data["image"] is not None:
         vector = query_vectors.query_image_vector(form.cleaned_data["image"].read())
-        token = query_vectors.remember_query_image(vector)
-    elif token:
-        vector = query_vectors.recall_query_image(token)
+        return vector, query_vectors.remember_query_image(vector)
+    if token:
+        return query_vectors.recall_query_image(token), token
+    return None, ""
+
+
+def _search(form: SearchForm) -> tuple[selector.SearchResults, str]:
+    """Run a valid form's search; returns the results and the query image's token, if any."""
+    vector, token = _query_image(form)
     return selector.search_images(form.search_request(image_vector=vector)), token
 
 
@@ -152,6 +157,12 @@ def search_page(request):
         form.add_error("q", "Type something to search for, or give a query image.")
         return render(request, "gallery/search.html", context, status=400)
     try:
+        if request.method == "POST":
+            # Only encode the posted image; the GET after the redirect searches (once).
+            # Paging and sharing use GET; the uploaded image is remembered by its token.
+            _, token = _query_image(form)
+            page = form.cleaned_data["page"] or 1
+            return redirect(reverse("search") + "?" + _paging_query(form, token, page))
         results, token = _search(form)
     except SearchError as error:
         form.add_error(error.parameter if error.parameter in form.fields else None, str(error))
@@ -160,9 +171,6 @@ def search_page(request):
         # A set-up problem, not the user's: say what the administrator has to do.
         form.add_error(None, f"Search is unavailable: {error}")
         return render(request, "gallery/search.html", context, status=503)
-    if request.method == "POST":
-        # Paging and sharing use GET; the uploaded image is remembered by its token.
-        return redirect(reverse("search") + "?" + _paging_query(form, token, results.page))
     context.update(
         results=results,
         previous_query=_paging_query(form, token, results.page - 1) if results.page > 1 else "",
