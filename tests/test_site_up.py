@@ -77,7 +77,6 @@ def wait_for_search_results(base_url: str, timeout: float) -> list:
 def test_up_serves_site_on_embedded_servers_and_sigterm_leaves_no_process(tmp_path):
     data_dir = tmp_path / "data"
     env = clean_child_environment(VISUAL_SEARCH_DATA_DIR=str(data_dir))
-    run_cli("migrate", env=env)
     # An image imported while the queue was unreachable: `up` must queue and index it.
     photos = tmp_path / "photos"
     photos.mkdir()
