@@ -5,12 +5,24 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-import matplotlib
+from gallery.offline.metrics import RECALL_LEVELS
 
-matplotlib.use("Agg")  # files only; no display
-import matplotlib.pyplot as plt  # noqa: E402
+MISSING_PLOTTING = (
+    "The evaluation report draws its plots with matplotlib, which is not installed: "
+    "pip install 'visual-search[evaluation]'."
+)
 
-from gallery.offline.metrics import RECALL_LEVELS  # noqa: E402
+
+def pyplot():
+    """matplotlib's pyplot, drawing to files (an optional dependency: the `evaluation` extra)."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError(MISSING_PLOTTING) from None
+    matplotlib.use("Agg")  # files only; no display
+    import matplotlib.pyplot
+
+    return matplotlib.pyplot
 
 METRIC_COLUMNS = ("AP", "nDCG@10", "MRR")
 
@@ -76,13 +88,13 @@ def _copy_thumbnails(examples: list[dict], report_dir: Path) -> list[dict]:
 def _save(fig, path: Path) -> str:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
+    pyplot().close(fig)
     return path.name
 
 
 def _pr_curves(figures, path: Path) -> str:
     sets = figures["query_sets"]
-    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(sets), figsize=(5 * len(sets), 4), squeeze=False)
     for axis, (query_set, methods) in zip(axes[0], sets.items(), strict=True):
         for method, scores in methods.items():
             axis.plot(RECALL_LEVELS, scores["pr_curve"], marker="o", label=method)
@@ -101,7 +113,7 @@ def _pr_curves(figures, path: Path) -> str:
 def _metric_bars(figures, path: Path) -> str:
     sets = figures["query_sets"]
     names = ["AP", "nDCG@10", "MRR", f"P@{max(figures['ks'])}"]
-    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(sets), figsize=(5 * len(sets), 4), squeeze=False)
     for axis, (query_set, methods) in zip(axes[0], sets.items(), strict=True):
         width = 0.8 / len(methods)
         for offset, (method, scores) in enumerate(methods.items()):
@@ -119,7 +131,7 @@ def _metric_bars(figures, path: Path) -> str:
 
 def _per_query(figures, path: Path) -> str:
     per_query = figures["per_query_average_precision"]
-    fig, axes = plt.subplots(1, len(per_query), figsize=(5 * len(per_query), 4), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(per_query), figsize=(5 * len(per_query), 4), squeeze=False)
     for axis, (query_set, methods) in zip(axes[0], per_query.items(), strict=True):
         axis.boxplot(list(methods.values()), tick_labels=list(methods), showmeans=True)
         axis.set(title=f"{query_set}: AP per query", ylim=(0, 1))
@@ -129,7 +141,7 @@ def _per_query(figures, path: Path) -> str:
 def _zero_shot(figures, path: Path) -> str:
     zero = figures["zero_shot"]
     modes = ["single prompt", "prompt ensemble"]
-    fig, axis = plt.subplots(figsize=(5, 3.5))
+    fig, axis = pyplot().subplots(figsize=(5, 3.5))
     for offset, metric in enumerate(("top1", "top5")):
         axis.bar(
             [i + offset * 0.4 for i in range(2)],

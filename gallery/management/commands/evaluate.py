@@ -71,6 +71,10 @@ class Command(BaseCommand):
         if report_dir is None:
             report_dir = Path("reports") / f"{Path(dataset).stem or dataset}-evaluation"
         try:
+            report.pyplot()  # before minutes of encoding, not after
+        except ImportError as error:
+            raise CommandError(str(error)) from None
+        try:
             figures = evaluation.run_evaluation(config, report_dir=report_dir)
         except datasets.DatasetError as error:
             raise CommandError(str(error)) from None
