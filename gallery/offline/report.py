@@ -24,6 +24,7 @@ def pyplot():
 
     return matplotlib.pyplot
 
+
 METRIC_COLUMNS = ("AP", "nDCG@10", "MRR")
 
 
