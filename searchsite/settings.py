@@ -168,6 +168,12 @@ MODEL_AUTO_ACTIVATE = env_bool("MODEL_AUTO_ACTIVATE", True)
 # How often a web process re-reads which model is active, so a switch needs no restart.
 MODEL_REFRESH_SECONDS = env_int("MODEL_REFRESH_SECONDS", 5)
 ENCODE_BATCH_SIZE = env_int("ENCODE_BATCH_SIZE", 32)
+# Threads torch (and BLAS) may use in this process; 0 = torch's default, every core. Two web
+# processes each using both of 2 cores fought each other (8 concurrent searches: 4.9/s);
+# `up` gives each child its share of the cores.
+ENCODER_THREADS = env_int("ENCODER_THREADS", 0)
+# Load the active model's text encoder when a web process starts, not on the first search.
+PRELOAD_TEXT_ENCODER = env_bool("PRELOAD_TEXT_ENCODER", True)
 
 # --- Search (defaults chosen from bench_search; see README) ---
 SEARCH_EF_SEARCH = env_int("SEARCH_EF_SEARCH", 200)

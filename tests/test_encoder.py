@@ -106,3 +106,60 @@ def test_jpeg_is_decoded_at_reduced_size_and_upright(tmp_path):
     width, height = opened.size
     assert height > width  # rotated upright
     assert max(width, height) <= 600  # draft mode decoded at 1/4 scale, not 2400 px
+
+
+def test_up_gives_each_child_its_share_of_the_cores(monkeypatch):
+    import os
+
+    from searchsite.supervisor import thread_budget
+
+    monkeypatch.delenv("ENCODER_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert thread_budget(2) == {
+        "ENCODER_THREADS": "4",
+        "OMP_NUM_THREADS": "4",
+        "MKL_NUM_THREADS": "4",
+    }
+    assert thread_budget(16)["ENCODER_THREADS"] == "1"
+    monkeypatch.setenv("ENCODER_THREADS", "3")  # the operator's choice wins
+    assert thread_budget(2)["ENCODER_THREADS"] == "3"
+
+
+def test_the_thread_budget_is_applied_when_the_model_loads():
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import django; django.setup(); import torch; from gallery.indexing import encoder;"
+        "before = torch.get_num_threads(); encoder.get_encoder(image_tower=False);"
+        "print(before, torch.get_num_threads())"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "searchsite.settings"}
+    env.pop("OMP_NUM_THREADS", None)
+    default = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    budgeted = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**env, "ENCODER_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert default[1] == default[0]  # without a budget, torch keeps its own default
+    assert budgeted == [default[0], "1"]
+
+
+def test_a_text_only_encoder_holds_no_image_tower_and_grows_one_when_asked():
+    spec = encoder.ModelSpec(name="vs-test-tiny", pretrained="random", random_seed=5)
+    text_only = encoder.get_encoder(spec, image_tower=False)
+    assert text_only.model.visual is None and not text_only.has_image_tower
+    with pytest.raises(RuntimeError, match="text only"):
+        text_only.encode_images([pil_image()])
+    assert encoder.get_encoder(spec, image_tower=False) is text_only  # kept for text
+    full = encoder.get_encoder(spec)  # an image query: the full model replaces it
+    assert full.has_image_tower and full.encode_images([pil_image()]).shape == (1, 512)
+    np.testing.assert_allclose(full.encode_texts(["a"]), text_only.encode_texts(["a"]), atol=1e-6)
+    assert encoder.get_encoder(spec, image_tower=False) is full
+    encoder.release_encoders(keep=[])

@@ -2,6 +2,7 @@
 
 import http.cookiejar
 import json
+import os
 import queue
 import re
 import signal
@@ -74,6 +75,26 @@ def wait_for_search_results(base_url: str, timeout: float) -> list:
         time.sleep(0.5)
 
 
+def post_query_image(base_url: str, data: bytes) -> tuple[int, dict]:
+    """POST /api/search with an image file (multipart), as a script would."""
+    boundary = "visual-search-test-boundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
+            f'filename="query.png"\r\nContent-Type: image/png\r\n\r\n'
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        base_url + "api/search",
+        data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return response.status, json.load(response)
+
+
 def test_up_serves_site_on_embedded_servers_and_sigterm_leaves_no_process(tmp_path):
     data_dir = tmp_path / "data"
     env = clean_child_environment(VISUAL_SEARCH_DATA_DIR=str(data_dir))
@@ -96,6 +117,7 @@ def test_up_serves_site_on_embedded_servers_and_sigterm_leaves_no_process(tmp_pa
         env={**env, "DJANGO_SUPERUSER_PASSWORD": "a-long-test-password"},
     )
     port = free_port()
+    cores = os.cpu_count()  # one web process: all of them
     site = subprocess.Popen(
         [sys.executable, "-m", "searchsite", "up", "--port", str(port), "--web-workers", "1"],
         env=env,
@@ -120,6 +142,11 @@ def test_up_serves_site_on_embedded_servers_and_sigterm_leaves_no_process(tmp_pa
             "next": None,
             "load_errors": {},
         }
+        # Before any search, the one web process (several would answer in turn) already
+        # holds the text tower alone, with the share of the cores `up` gave it.
+        assert health["this_process"]["encoders"] == [
+            {"model": "vs-test-tiny", "weights": "random", "towers": "text", "threads": cores}
+        ]
         opener = urllib.request.build_opener(
             urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
         )
@@ -127,6 +154,13 @@ def test_up_serves_site_on_embedded_servers_and_sigterm_leaves_no_process(tmp_pa
         assert "Site administration" in admin_page
         (found,) = wait_for_search_results(base_url, timeout=90)
         assert found["caption"] == "" and found["thumbnail_url"].endswith(".webp")
+
+        # A query image loads the image tower beside the preloaded text tower.
+        with open(photos / "offline.png", "rb") as picture:
+            status, _ = post_query_image(base_url, picture.read())
+        assert status == 200
+        health = json.load(urllib.request.urlopen(base_url + "healthz"))
+        assert [e["towers"] for e in health["this_process"]["encoders"]] == ["image+text"]
 
         processes = psutil.Process(site.pid).children(recursive=True) + server_processes(data_dir)
         names = " ".join(" ".join(process.cmdline()) for process in processes)

@@ -96,9 +96,20 @@ def architecture_dimensions(name: str) -> int:
 
 
 class ClipEncoder:
-    """One loaded open_clip model with its image transform and tokenizer."""
+    """One loaded open_clip model with its image transform and tokenizer.
 
-    def __init__(self, spec: ModelSpec, device: str = "auto", batch_size: int = 32):
+    Without `image_tower` only the text tower is kept: a web process answering text queries
+    does not hold the image tower's weights (about 350 MB in fp32 for ViT-B/32).
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        device: str = "auto",
+        batch_size: int = 32,
+        *,
+        image_tower: bool = True,
+    ):
         import open_clip
         import torch
 
@@ -126,6 +137,9 @@ class ClipEncoder:
             cache_dir=settings.CLIP_MODEL_CACHE_DIR,
         )
         self.model.eval()
+        if not image_tower:
+            self.model.visual = None
+        self.has_image_tower = image_tower
         self.tokenizer = open_clip.get_tokenizer(spec.name)
         self.image_size = _input_size(self.preprocess)
         self.dimensions = 0
@@ -176,6 +190,9 @@ class ClipEncoder:
         """L2-normalised vectors for tensors made by `prepare_image_files` or `preprocess`."""
         import torch
 
+        if not self.has_image_tower:
+            raise RuntimeError("This encoder was loaded for text only (image_tower=False).")
+
         batches = []
         for start in range(0, len(pixels), self.batch_size):
             batch = torch.stack(pixels[start : start + self.batch_size]).to(self.device)
@@ -225,14 +242,22 @@ def _decoding_pool() -> ThreadPoolExecutor:
     return _pool
 
 
-def get_encoder(spec: ModelSpec | None = None) -> ClipEncoder:
-    """The process's encoder for this model (the configured one by default), loaded once."""
+def get_encoder(spec: ModelSpec | None = None, *, image_tower: bool = True) -> ClipEncoder:
+    """The process's encoder for this model (the configured one by default), loaded once.
+
+    A text-only encoder is replaced by a full one the first time an image needs encoding.
+    """
     spec = spec or ModelSpec.from_settings()
     with _encoder_lock:
-        if spec not in _encoders:
+        loaded = _encoders.get(spec)
+        if loaded is None or (image_tower and not loaded.has_image_tower):
+            _apply_thread_budget()
             try:
                 _encoders[spec] = ClipEncoder(
-                    spec, device=settings.CLIP_DEVICE, batch_size=settings.ENCODE_BATCH_SIZE
+                    spec,
+                    device=settings.CLIP_DEVICE,
+                    batch_size=settings.ENCODE_BATCH_SIZE,
+                    image_tower=image_tower,
                 )
             except ModelWeightsUnavailable:
                 raise
@@ -246,8 +271,38 @@ def get_encoder(spec: ModelSpec | None = None) -> ClipEncoder:
                     "(HF_HOME). For tests and benchmarks, CLIP_PRETRAINED=random builds "
                     "seeded random weights."
                 ) from error
-            logger.info("Loaded CLIP model %s on %s", spec.name, _encoders[spec].device)
+            logger.info(
+                "Loaded CLIP model %s (%s) on %s",
+                spec.name,
+                "image and text" if image_tower else "text only",
+                _encoders[spec].device,
+            )
         return _encoders[spec]
+
+
+def _apply_thread_budget() -> None:
+    import torch
+
+    if settings.ENCODER_THREADS > 0 and torch.get_num_threads() != settings.ENCODER_THREADS:
+        torch.set_num_threads(settings.ENCODER_THREADS)
+
+
+def loaded_encoders() -> list[dict]:
+    """What this process holds: each loaded model, its towers, and torch's thread count."""
+    import sys
+
+    torch = sys.modules.get("torch")  # never imported just to answer this
+    threads = torch.get_num_threads() if torch else None
+    with _encoder_lock:
+        return [
+            {
+                "model": spec.name,
+                "weights": spec.weights_file or spec.pretrained,
+                "towers": "image+text" if clip.has_image_tower else "text",
+                "threads": threads,
+            }
+            for spec, clip in _encoders.items()
+        ]
 
 
 def release_encoders(*, keep) -> None:

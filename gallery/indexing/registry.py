@@ -42,7 +42,7 @@ def spec_of(model: EmbeddingModel) -> encoder.ModelSpec:
     )
 
 
-def load_encoder(model: EmbeddingModel) -> encoder.ClipEncoder:
+def load_encoder(model: EmbeddingModel, *, image_tower: bool = True) -> encoder.ClipEncoder:
     """The loaded encoder of a registered model; a failure is recorded on the model's row."""
     try:
         spec = spec_of(model)
@@ -53,7 +53,7 @@ def load_encoder(model: EmbeddingModel) -> encoder.ClipEncoder:
                 f"{spec.weights_file} has changed since {model.model_id} was registered; its "
                 "vectors would not match. Restore the file, or configure it as a new model."
             )
-        clip = encoder.get_encoder(spec)
+        clip = encoder.get_encoder(spec, image_tower=image_tower)
         if clip.dimensions != model.dimensions:
             raise encoder.ModelWeightsUnavailable(
                 f"{model.model_id} was registered with {model.dimensions}-d vectors but the "

@@ -36,7 +36,7 @@ def text_vector(text: str) -> np.ndarray:
             return _text_vectors[key]
     vector = _cached_in_redis(key)
     if vector is None:
-        vector = registry.load_encoder(model).encode_texts([text])[0]
+        vector = registry.load_encoder(model, image_tower=False).encode_texts([text])[0]
         _store_in_redis(key, vector)
     with _text_vectors_lock:
         _text_vectors[key] = vector
@@ -58,6 +58,14 @@ def _store_in_redis(key: str, vector: np.ndarray) -> None:
         cache.set(key, vector.astype(np.float32).tobytes())
     except Exception:
         logger.warning("Could not cache a text vector in Redis", exc_info=True)
+
+
+def preload_text_encoder() -> None:
+    """Load the active model's text tower now (web process start), so no search waits."""
+    try:
+        registry.load_encoder(registry.active_model(), image_tower=False)
+    except Exception as error:  # the database or the weights may be missing: say, don't fail
+        logger.warning("Could not preload the text encoder: %s", error)
 
 
 def clear_text_vector_cache() -> None:

@@ -1,8 +1,11 @@
 """Liveness of the services the site depends on (used by `up` and container healthchecks)."""
 
+import os
+
 import django_rq
 from django.db import connection
 
+from gallery.indexing.encoder import loaded_encoders
 from gallery.indexing.progress import model_health
 
 
@@ -21,5 +24,6 @@ def check_services() -> dict:
     if report["database"]:
         # Weights that cannot be loaded stop indexing, not the site: reported, not fatal.
         report["models"] = model_health()
+    report["this_process"] = {"pid": os.getpid(), "encoders": loaded_encoders()}
     report["ok"] = report["database"] and report["queue"]
     return report
