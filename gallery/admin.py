@@ -88,6 +88,14 @@ class EmbeddingModelAdmin(admin.ModelAdmin):
     @admin.action(description="Encode every image missing a vector of this model")
     def fill_selected(self, request, queryset):
         for model in queryset:
+            if model.state == EmbeddingModel.State.RETIRED:
+                self.message_user(
+                    request,
+                    f"{model.model_id} is retired: workers fill only the active and next "
+                    "models. Configure it (CLIP_MODEL ...) to switch back to it.",
+                    messages.ERROR,
+                )
+                continue
             queued = registry.fill_model(model)
             self.message_user(request, f"Queued {queued} image(s) for {model.model_id}.")
 

@@ -376,3 +376,94 @@ def test_a_weights_file_is_one_model_wherever_it_lies(media_root, queue, setting
     torch.save(encoder.ClipEncoder(other_spec).model.state_dict(), other)
     settings.CLIP_WEIGHTS_FILE = str(other)
     assert registry.sync_configured_model().model_id != from_file.model_id
+
+
+def save_tiny_weights(path, seed: int = 0):
+    import torch
+
+    from gallery.indexing import encoder
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spec = encoder.ModelSpec(name=SMALL, pretrained="random", random_seed=seed)
+    torch.save(encoder.ClipEncoder(spec).model.state_dict(), path)
+
+
+def test_a_model_the_old_schema_named_by_file_name_adopts_the_configured_file(
+    media_root, queue, settings, tmp_path
+):
+    images = add_images(2)
+    while run_one_job(queue):
+        pass
+    legacy = registry.active_model()  # as migration 0005 leaves a "name:file:clip.bin" model
+    EmbeddingModel.objects.filter(pk=legacy.pk).update(
+        model_id=f"{SMALL}:file:clip.bin", pretrained="", weights_file="clip.bin"
+    )
+    weights = tmp_path / "models" / "clip.bin"
+    save_tiny_weights(weights)
+    settings.CLIP_PRETRAINED = ""
+    settings.CLIP_WEIGHTS_FILE = str(weights)
+    adopted = registry.sync_configured_model()
+    assert adopted.pk == legacy.pk and adopted.state == "active"
+    assert adopted.model_id.startswith(f"{SMALL}:sha256:")
+    assert adopted.weights_file == str(weights) and len(adopted.weights_sha256) == 64
+    assert registry.next_model() is None and queue.count == 0  # nothing to re-encode
+    registry.forget_cached_models()
+    hits = search_images(SearchRequest(text="photo", page_size=10)).hits  # loads the file
+    assert sorted(hit.image.pk for hit in hits) == sorted(image.pk for image in images)
+
+
+def test_an_unreadable_file_during_a_switch_fails_its_image_and_the_switch_completes(
+    media_root, queue, settings
+):
+    images = add_images(4)
+    while run_one_job(queue):
+        pass
+    with open(images[2].file.path, "r+b") as damaged:  # damaged on disk after indexing
+        damaged.truncate(40)
+    settings.CLIP_MODEL = LARGE
+    large = registry.sync_configured_model()
+    while run_one_job(queue):
+        pass
+    large.refresh_from_db()
+    assert large.state == "active"
+    broken = Image.objects.get(pk=images[2].pk)
+    assert broken.status == Image.Status.FAILED and not broken.embeddings.exists()
+    registry.forget_cached_models()
+    hits = search_images(SearchRequest(text="photo", page_size=10)).hits
+    assert images[2].pk not in [hit.image.pk for hit in hits] and len(hits) == 3
+
+
+def test_an_image_deleted_while_its_batch_encodes_does_not_lose_the_batch(
+    media_root, queue, monkeypatch
+):
+    images = add_images(3, enqueue=False)
+    real = encoding._encode_isolating_failures
+
+    def delete_one_then_encode(clip, todo, failures):
+        Image.objects.filter(pk=images[1].pk).delete()  # a user deletes it mid-batch
+        return real(clip, todo, failures)
+
+    monkeypatch.setattr(encoding, "_encode_isolating_failures", delete_one_then_encode)
+    summary = encoding.encode_images([image.pk for image in images])
+    assert summary["indexed"] == 2
+    assert set(Image.objects.values_list("status", flat=True)) == {Image.Status.INDEXED}
+    assert Embedding.objects.count() == 2
+
+
+def test_a_cancelled_switch_is_not_activated_by_a_late_batch(media_root, queue, settings):
+    add_images(2)
+    while run_one_job(queue):
+        pass
+    small = registry.active_model()
+    settings.CLIP_MODEL = LARGE
+    large = registry.sync_configured_model()
+    while run_one_job(queue):  # fills the large model completely: it becomes active
+        pass
+    settings.CLIP_MODEL = SMALL
+    registry.sync_configured_model()  # small is now the next model, complete at once
+    registry.forget_cached_models()
+    assert registry.active_model() == small
+    # A batch that read "large is next" before it was retired must not bring it back.
+    with pytest.raises(registry.ModelSwitchError, match="no longer the next model"):
+        registry.activate_model(large, only_if_next=True)
+    assert registry.active_model() == small

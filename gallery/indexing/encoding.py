@@ -49,48 +49,66 @@ def encode_images(image_ids, *, force: bool = False) -> dict[str, int]:
             unavailable.append(error)
             continue
         vectors[model.pk] = _encode_isolating_failures(clip, todo, failures)
-    active = models[0]
-    stored = _store(images, vectors, failures, active)
-    if len(models) > 1 and (vectors.get(models[1].pk) or failures):
-        registry.activate_next_if_complete()
+    stored = _store([image.pk for image in images], vectors, failures)
+    # Every job looks, so a switch cannot stall at 100 % when its last image went away.
+    registry.activate_next_if_complete()
     if unavailable:
         # Nothing was marked failed; RQ keeps the job, `requeue` retries the images.
         raise unavailable[0]
-    return {
-        "indexed": stored,
-        "filled": sum(len(by_image) for pk, by_image in vectors.items() if pk != active.pk),
-        "failed": len(failures),
-        "skipped": len(images) - stored - len(failures),
-    }
+    return stored
 
 
-def _store(images, vectors: dict[int, dict], failures: dict[int, str], active) -> int:
-    """Write every vector and status of the batch in one transaction; returns active vectors."""
+def _store(batch: list[int], vectors: dict[int, dict], failures: dict[int, str]) -> dict:
+    """Write the batch's vectors and statuses in one transaction, against the registry as it
+    is at commit: a switch may have happened while the batch was encoding."""
     now = timezone.now()
     with transaction.atomic():
+        # Activation takes this lock exclusively: it cannot interleave with these writes.
+        registry.hold_registry_shared()
+        current = {model.pk: model for model in registry.models_to_fill()}
+        active = next(iter(current.values()))
+        # Images deleted while the batch was encoding are left out; the rest are kept alive.
+        alive = set(
+            Image.objects.select_for_update(no_key=True)
+            .filter(pk__in=batch)
+            .values_list("pk", flat=True)
+        )
+        written = {}
         for model_pk, by_image in vectors.items():
+            rows = [
+                Embedding(image_id=image_pk, model_id=model_pk, vector=vector, created_at=now)
+                for image_pk, vector in by_image.items()
+                if image_pk in alive and image_pk not in failures
+            ]
+            if model_pk not in current or not rows:
+                continue  # a model retired (or pruned) meanwhile needs no vectors
             Embedding.objects.bulk_create(
-                [
-                    Embedding(image_id=image_pk, model_id=model_pk, vector=vector, created_at=now)
-                    for image_pk, vector in by_image.items()
-                ],
+                rows,
                 update_conflicts=True,
                 unique_fields=["model", "image"],
                 update_fields=["vector", "created_at"],
             )
-        indexed = list(vectors.get(active.pk, {}))
+            written[model_pk] = [row.image_id for row in rows]
+        indexed = written.get(active.pk, [])
         Image.objects.filter(pk__in=indexed).update(
             status=Image.Status.INDEXED, status_error="", indexed_at=now
         )
         # Pending images whose active vector already existed are searchable too.
-        Image.objects.filter(
-            pk__in=[image.pk for image in images], status=Image.Status.PENDING
-        ).with_vector_of(active).update(status=Image.Status.INDEXED, indexed_at=now)
+        Image.objects.filter(pk__in=alive, status=Image.Status.PENDING).with_vector_of(
+            active
+        ).update(status=Image.Status.INDEXED, indexed_at=now)
         for image_pk, message in failures.items():
             Image.objects.filter(pk=image_pk).update(
                 status=Image.Status.FAILED, status_error=message[:2000]
             )
-    return len(indexed)
+        # A file no model can read is not searchable either, under any model.
+        Embedding.objects.filter(image_id__in=list(failures)).delete()
+    return {
+        "indexed": len(indexed),
+        "filled": sum(len(ids) for pk, ids in written.items() if pk != active.pk),
+        "failed": len(failures),
+        "skipped": len(alive) - len(set(indexed) | set(failures)),
+    }
 
 
 def _encode_isolating_failures(clip, images, failures: dict[int, str]) -> dict:

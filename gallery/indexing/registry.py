@@ -12,9 +12,10 @@ PostgreSQL advisory lock, so concurrent processes cannot register or activate tw
 import logging
 import threading
 import time
+from pathlib import Path
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from gallery.indexing import encoder
@@ -95,7 +96,13 @@ def active_model() -> EmbeddingModel:
     if model is None:
         model = sync_configured_model()
     with _cache_lock:
+        previous = _cached["active"]
         _cached.update(active=model, at=time.monotonic())
+    if previous is not None and previous.pk != model.pk:
+        # A switch: this process no longer needs the previous model's weights.
+        upcoming = next_model()
+        keep = [model] if upcoming is None else [model, upcoming]
+        encoder.release_encoders(keep=[spec_of(kept) for kept in keep])
     return model
 
 
@@ -109,12 +116,16 @@ def next_model() -> EmbeddingModel | None:
 
 
 def models_to_fill() -> list[EmbeddingModel]:
-    """The models every image needs a vector of: the active one, then the next one if any."""
-    forget_cached_models()  # workers must see a switch at once, not after the refresh time
-    models = [active_model()]
-    upcoming = next_model()
-    if upcoming is not None and upcoming.pk != models[0].pk:
-        models.append(upcoming)
+    """The models every image needs a vector of: the active one, then the next one if any.
+
+    Read in one query, so a switch committing meanwhile cannot give a mixed answer.
+    """
+    models = sorted(
+        EmbeddingModel.objects.filter(state__in=[State.ACTIVE, State.NEXT]),
+        key=lambda model: model.state != State.ACTIVE,
+    )
+    if not models or models[0].state != State.ACTIVE:
+        models.insert(0, active_model())  # an empty registry registers the configured model
     return models
 
 
@@ -137,6 +148,12 @@ def coverage(model: EmbeddingModel) -> dict:
 def _lock_registry() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [REGISTRY_LOCK])
+
+
+def hold_registry_shared() -> None:
+    """Until this transaction ends, no model can be registered, activated or retired."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [REGISTRY_LOCK])
 
 
 def vector_index_sql(
@@ -194,6 +211,30 @@ def _follow_moved_weights(model: EmbeddingModel, spec: encoder.ModelSpec) -> Non
         model.save(update_fields=["weights_file"])
 
 
+def _is_legacy_file_model(model: EmbeddingModel, spec: encoder.ModelSpec) -> bool:
+    """A model the old schema named by its weights file's name alone (no SHA-256 known)."""
+    return bool(
+        spec.weights_file
+        and not model.weights_sha256
+        and model.weights_file
+        and model.architecture == spec.name
+        and Path(model.weights_file).name == Path(spec.weights_file).name
+    )
+
+
+def _adopt_legacy_file_model(model: EmbeddingModel, spec, model_id: str) -> None:
+    """The configured file is the one the old id named: give the model its path and hash.
+
+    The old scheme identified weights by file name, so this trusts the name once, at
+    upgrade, instead of re-encoding the library (or failing to load a bare file name).
+    """
+    model.model_id = model_id
+    model.weights_file = spec.weights_file
+    model.weights_sha256 = encoder.weights_sha256(spec.weights_file)
+    model.save(update_fields=["model_id", "weights_file", "weights_sha256"])
+    logger.info("Upgraded %s to %s (weights identified by their SHA-256).", model, model_id)
+
+
 def _retire(model: EmbeddingModel) -> None:
     model.state = State.RETIRED
     model.retired_at = timezone.now()
@@ -209,18 +250,13 @@ def sync_configured_model(*, fill: bool = True) -> EmbeddingModel:
     """
     spec = encoder.ModelSpec.from_settings()
     model_id = spec.model_id
-    try:
-        with transaction.atomic():
-            _lock_registry()
-            model, is_new_next = _follow_configuration(spec, model_id)
-    except IntegrityError:
-        # Another process registered it concurrently, before this one took the lock.
-        model, is_new_next = EmbeddingModel.objects.get(model_id=model_id), False
+    with transaction.atomic():
+        _lock_registry()
+        model, is_new_next = _follow_configuration(spec, model_id)
     forget_cached_models()
-    if is_new_next:
-        if fill:
-            fill_model(model)
-        activate_next_if_complete()
+    if is_new_next and fill:
+        fill_model(model)
+    activate_next_if_complete()
     return model
 
 
@@ -236,6 +272,9 @@ def _follow_configuration(spec, model_id: str) -> tuple[EmbeddingModel, bool]:
     if active is not None and active.model_id == model_id:
         _follow_moved_weights(active, spec)
         return active, False
+    if active is not None and _is_legacy_file_model(active, spec):
+        _adopt_legacy_file_model(active, spec, model_id)
+        return active, False
     if active is None:
         logger.info("Registered %s as the active model.", model_id)
         return _register(spec, model_id, State.ACTIVE), False
@@ -250,17 +289,24 @@ def fill_model(model: EmbeddingModel) -> int:
     )
 
 
-def activate_model(model: EmbeddingModel, *, force: bool = False) -> EmbeddingModel:
+def activate_model(
+    model: EmbeddingModel, *, force: bool = False, only_if_next: bool = False
+) -> EmbeddingModel:
     """Make this model the one searches use, in one transaction.
 
     Refused while indexable images lack its vector, unless forced: forced, those images are
-    not searchable (pending) until a worker encodes them.
+    not searchable (pending) until a worker encodes them. With `only_if_next`, refused when
+    the model stopped being the next one meanwhile (a cancelled switch stays cancelled).
     """
     with transaction.atomic():
         _lock_registry()
+        if not EmbeddingModel.objects.filter(pk=model.pk).exists():
+            raise ModelSwitchError(f"{model.model_id} was removed.")
         model.refresh_from_db()
         if model.state == State.ACTIVE:
             return model
+        if only_if_next and model.state != State.NEXT:
+            raise ModelSwitchError(f"{model.model_id} is no longer the next model.")
         missing = Image.objects.missing_vector_of(model).count()
         if missing and not force:
             raise ModelSwitchError(
@@ -274,7 +320,6 @@ def activate_model(model: EmbeddingModel, *, force: bool = False) -> EmbeddingMo
         model.activated_at = timezone.now()
         model.retired_at = None
         model.save(update_fields=["state", "activated_at", "retired_at"])
-        create_vector_index(model)
         now = timezone.now()
         Image.objects.filter(status=Image.Status.PENDING).with_vector_of(model).update(
             status=Image.Status.INDEXED, indexed_at=now
@@ -301,9 +346,9 @@ def activate_next_if_complete() -> EmbeddingModel | None:
     if upcoming is None or Image.objects.missing_vector_of(upcoming).exists():
         return None
     try:
-        return activate_model(upcoming)
+        return activate_model(upcoming, only_if_next=True)
     except ModelSwitchError:
-        return None  # an image arrived meanwhile; its job activates later
+        return None  # an image arrived meanwhile (its job activates later), or cancelled
 
 
 def retire_model(model: EmbeddingModel) -> None:
@@ -326,8 +371,9 @@ def prune_retired_models() -> list[tuple[str, int]]:
         _lock_registry()
         for model in EmbeddingModel.objects.filter(state=State.RETIRED):
             with connection.cursor() as cursor:
-                cursor.execute(f"DROP INDEX IF EXISTS {model.index_name}")
                 cursor.execute("DELETE FROM gallery_embedding WHERE model_id = %s", [model.pk])
                 pruned.append((model.model_id, cursor.rowcount))
+                # Last: DROP INDEX locks the table against searches until the commit.
+                cursor.execute(f"DROP INDEX IF EXISTS {model.index_name}")
             model.delete()
     return pruned

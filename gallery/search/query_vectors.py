@@ -26,9 +26,9 @@ _text_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
 _text_vectors_lock = threading.Lock()
 
 
-def text_vector(text: str) -> np.ndarray:
+def text_vector(text: str, model=None) -> np.ndarray:
     """The active model's vector for `text`, cached in process (LRU) and in Redis."""
-    model = registry.active_model()
+    model = model or registry.active_model()
     key = f"textvec:{hashlib.sha256(f'{model.model_id}|{text}'.encode()).hexdigest()}"
     with _text_vectors_lock:
         if key in _text_vectors:
@@ -93,19 +93,24 @@ def recall_query_image(token: str) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.float32)
 
 
-def query_vector(request: SearchRequest) -> tuple[np.ndarray, bool]:
-    """The combined, normalised query vector and whether an image took part."""
+def query_vector(request: SearchRequest, model=None) -> tuple[np.ndarray, bool]:
+    """The combined, normalised query vector and whether an image took part.
+
+    Every part comes from `model` (default: the active one), read once by the caller so a
+    switch in the middle of a request cannot mix two models.
+    """
+    model = model or registry.active_model()
     try:
         terms = parse_query(request.text)
     except QuerySyntaxError as error:
         raise SearchError("q", str(error)) from None
-    parts = [term.weight * text_vector(term.text) for term in terms]
+    parts = [term.weight * text_vector(term.text, model) for term in terms]
     has_image = False
     if request.image_vector is not None:
         parts.append(np.asarray(request.image_vector, dtype=np.float32))
         has_image = True
     if request.like_image_id is not None:
-        parts.append(_stored_vector(request.like_image_id))
+        parts.append(_stored_vector(request.like_image_id, model))
         has_image = True
     if not has_image and not any(term.weight > 0 for term in terms):
         if terms:
@@ -118,9 +123,9 @@ def query_vector(request: SearchRequest) -> tuple[np.ndarray, bool]:
     return (combined / norm).astype(np.float32), has_image
 
 
-def _stored_vector(image_id: int) -> np.ndarray:
-    """The active model's vector of a library image ("more like this")."""
-    embedding = Embedding.objects.filter(image_id=image_id, model=registry.active_model()).first()
+def _stored_vector(image_id: int, model) -> np.ndarray:
+    """The model's vector of a library image ("more like this")."""
+    embedding = Embedding.objects.filter(image_id=image_id, model=model).first()
     if embedding is None:
         if not Image.objects.filter(pk=image_id).exists():
             raise SearchError("like", f"There is no image {image_id}.")

@@ -239,7 +239,7 @@ def search_images(request: SearchRequest, *, exact: bool | None = None) -> Searc
         raise SearchError("min_score", "min_score must be between -1 and 1.")
     filters = _filters(request)  # before encoding: a bad filter is cheaper to report
     model = registry.active_model()
-    vector, has_image = query_vector(request)
+    vector, has_image = query_vector(request, model)
     if len(vector) != model.dimensions:
         raise SearchError(
             "image" if has_image else "q",

@@ -29,7 +29,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, scope, **options):
-        registry.sync_configured_model(fill=False)  # the scope below queues what is missing
+        # --all and --stale queue what a new next model lacks themselves; --failed does not.
+        registry.sync_configured_model(fill=scope == "failed")
         queued = queueing.reindex_images(queueing.images_to_reindex(scope), force=scope != "stale")
         counts = progress.indexing_progress()
         self.stdout.write(f"Queued {queued} image(s); searches use {counts['model']}.")
