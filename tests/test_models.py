@@ -54,6 +54,16 @@ def snapshot(client, images) -> dict:
     return seen
 
 
+def without(seen: dict, image_pk: int) -> dict:
+    """A snapshot with one image left out of every result list."""
+    return {
+        key: [hit for hit in hits if (hit[0] if isinstance(hit, tuple) else hit) != image_pk]
+        if isinstance(hits, list)
+        else hits
+        for key, hits in seen.items()
+    }
+
+
 def vectors_of(model: EmbeddingModel, ids) -> np.ndarray:
     stored = dict(
         Embedding.objects.filter(model=model, image__in=ids).values_list("image_id", "vector")
@@ -78,14 +88,16 @@ def test_switching_to_a_larger_model_never_interrupts_search(client, media_root,
     assert queue.count == 5  # 40 images in batches of 8
     late = add_images(1, offset=40)[0]  # uploaded during the switch: needs both vectors
 
-    steps = 0
+    steps, covered = 0, []
     while registry.next_model() is not None:
-        assert snapshot(client, images) == before  # the same full results at every step
-        coverage = registry.coverage(large)
-        assert coverage["covered"] == min(8 * steps, 40)
+        # The same full results at every step; the late upload joins them once indexed
+        # (its job runs first: uploads go ahead of the fill).
+        assert without(snapshot(client, images), late.pk) == before
+        covered.append(registry.coverage(large)["covered"])
         assert run_one_job(queue), "the queue ran dry before the switch"
         steps += 1
-    assert steps == 6  # five fill jobs and the late upload's job
+    assert steps == 6  # the late upload's job and five fill jobs
+    assert covered == [0, 1, 9, 17, 25, 33]
 
     registry.forget_cached_models()
     large.refresh_from_db()
@@ -467,3 +479,18 @@ def test_a_cancelled_switch_is_not_activated_by_a_late_batch(media_root, queue, 
     with pytest.raises(registry.ModelSwitchError, match="no longer the next model"):
         registry.activate_model(large, only_if_next=True)
     assert registry.active_model() == small
+
+
+def test_a_new_upload_is_not_queued_behind_a_model_switch(media_root, queue, settings):
+    add_images(16)
+    while run_one_job(queue):
+        pass
+    settings.CLIP_MODEL = LARGE
+    registry.sync_configured_model()
+    assert queue.count == 2  # the fill, in the background
+    upload = add_images(1, offset=16)[0]
+    first = queue.jobs[0]
+    assert first.args == ([upload.pk],)  # ahead of the fill
+    run_one_job(queue)
+    assert Image.objects.get(pk=upload.pk).status == Image.Status.INDEXED
+    assert registry.next_model() is not None  # the switch goes on behind it

@@ -30,8 +30,12 @@ def enqueue_encoding(image_ids, *, force: bool = False) -> None:
     transaction.on_commit(lambda: enqueue_now(ids, force=force))
 
 
-def enqueue_now(image_ids, *, force: bool = False) -> int:
+def enqueue_now(image_ids, *, force: bool = False, background: bool = False) -> int:
     """Queue encoding jobs in batches; returns how many images were queued.
+
+    Images waiting to become searchable go to the front of the queue; `background` work
+    (filling a next model, re-indexing) goes to the back, so a new upload is not stuck
+    behind hours of re-encoding during a model switch.
 
     When Redis is unreachable nothing is lost: the images stay `pending` with no queue time,
     and `requeue` queues them later.
@@ -42,7 +46,7 @@ def enqueue_now(image_ids, *, force: bool = False) -> int:
         queue = django_rq.get_queue(settings.ENCODING_QUEUE)
         for start in range(0, len(ids), settings.ENCODE_BATCH_SIZE):
             chunk = ids[start : start + settings.ENCODE_BATCH_SIZE]
-            queue.enqueue(ENCODE_JOB, chunk, force=force)
+            queue.enqueue(ENCODE_JOB, chunk, force=force, at_front=not background)
             Image.objects.filter(pk__in=chunk).update(queued_at=timezone.now())
             queued += len(chunk)
     except RedisError as error:
@@ -80,7 +84,11 @@ def requeue_stuck_images(*, stuck_after: timedelta | None = None) -> int:
     stuck = images_waiting_for_vectors().filter(
         Q(queued_at__isnull=True) | Q(queued_at__lte=cutoff)
     )
-    return enqueue_now(stuck.order_by("pk").values_list("pk", flat=True))
+    waiting = stuck.filter(status=Image.Status.PENDING).order_by("pk")
+    filling = stuck.exclude(status=Image.Status.PENDING).order_by("pk")
+    return enqueue_now(waiting.values_list("pk", flat=True)) + enqueue_now(
+        filling.values_list("pk", flat=True), background=True
+    )
 
 
 REINDEX_SCOPES = ("all", "failed", "stale")
@@ -104,4 +112,4 @@ def reindex_images(images, *, force: bool = True) -> int:
     Image.objects.filter(pk__in=ids, status=Image.Status.FAILED).update(
         status=Image.Status.PENDING, status_error=""
     )
-    return enqueue_now(ids, force=force)
+    return enqueue_now(ids, force=force, background=True)

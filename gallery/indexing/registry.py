@@ -285,7 +285,8 @@ def _follow_configuration(spec, model_id: str) -> tuple[EmbeddingModel, bool]:
 def fill_model(model: EmbeddingModel) -> int:
     """Queue every indexable image that has no vector of this model yet."""
     return enqueue_now(
-        Image.objects.missing_vector_of(model).order_by("pk").values_list("pk", flat=True)
+        Image.objects.missing_vector_of(model).order_by("pk").values_list("pk", flat=True),
+        background=True,
     )
 
 
