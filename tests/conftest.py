@@ -84,3 +84,16 @@ def run_cli(*args, env=None, timeout=300, check=True) -> subprocess.CompletedPro
     if check and result.returncode:
         raise AssertionError(f"visual-search {' '.join(args)} failed:\n{result.stderr}")
     return result
+
+
+def create_superuser(env) -> subprocess.CompletedProcess:
+    """`visual-search createsuperuser` as an operator runs it: admin / a-long-test-password."""
+    return run_cli(
+        "createsuperuser",
+        "--noinput",
+        "--username",
+        "admin",
+        "--email",
+        "a@example.com",
+        env={**env, "DJANGO_SUPERUSER_PASSWORD": "a-long-test-password"},
+    )

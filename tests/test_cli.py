@@ -4,7 +4,7 @@ import pytest
 from django.db import connection
 
 from gallery.offline.sandbox import database_url
-from tests.conftest import clean_child_environment, run_cli
+from tests.conftest import clean_child_environment, create_superuser, run_cli
 from tests.images import image_bytes
 
 
@@ -17,15 +17,7 @@ def test_commands_work_on_a_fresh_data_directory_without_up(tmp_path):
     assert "Bringing the database schema up to date" in imported.stderr
     assert "Traceback" not in imported.stderr
     assert "Imported 1, duplicates 0, rejected 0" in imported.stdout
-    created = run_cli(
-        "createsuperuser",
-        "--noinput",
-        "--username",
-        "admin",
-        "--email",
-        "a@example.com",
-        env={**env, "DJANGO_SUPERUSER_PASSWORD": "a-long-test-password"},
-    )
+    created = create_superuser(env)
     assert "Bringing the database schema" not in created.stderr  # already up to date
 
 

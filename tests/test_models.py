@@ -39,6 +39,22 @@ def run_one_job(queue) -> bool:
     return True
 
 
+def run_all_jobs(queue) -> None:
+    while run_one_job(queue):
+        pass
+
+
+def switch_to(architecture: str, settings, queue) -> EmbeddingModel:
+    """Configure another model and let the workers fill it until it is active."""
+    settings.CLIP_MODEL = architecture
+    model = registry.sync_configured_model()
+    run_all_jobs(queue)
+    model.refresh_from_db()
+    assert model.state == "active"
+    registry.forget_cached_models()
+    return model
+
+
 def snapshot(client, images) -> dict:
     """Everything a user sees from search: text rankings, "more like this", a filtered miss."""
     seen = {}
@@ -74,8 +90,7 @@ def vectors_of(model: EmbeddingModel, ids) -> np.ndarray:
 def test_switching_to_a_larger_model_never_interrupts_search(client, media_root, queue, settings):
     settings.CLIP_MODEL = SMALL
     images = add_images(40)
-    while run_one_job(queue):
-        pass
+    run_all_jobs(queue)
     small = registry.active_model()
     assert small.dimensions == 512 and small.embeddings.count() == 40
     before = snapshot(client, images)
@@ -126,8 +141,7 @@ def test_switching_to_a_larger_model_never_interrupts_search(client, media_root,
 
 def test_configuring_the_active_model_again_cancels_the_switch(media_root, queue, settings):
     images = add_images(3)
-    while run_one_job(queue):
-        pass
+    run_all_jobs(queue)
     small = registry.active_model()
     settings.CLIP_MODEL = LARGE
     large = registry.sync_configured_model()
@@ -135,8 +149,7 @@ def test_configuring_the_active_model_again_cancels_the_switch(media_root, queue
     assert registry.sync_configured_model() == small
     large.refresh_from_db()
     assert large.state == "retired" and registry.next_model() is None
-    while run_one_job(queue):  # the fill jobs queued for the cancelled model do nothing harmful
-        pass
+    run_all_jobs(queue)  # the fill jobs queued for the cancelled model do nothing harmful
     assert registry.active_model() == small
     assert all(image.embeddings.filter(model=small).exists() for image in images)
 
@@ -146,14 +159,12 @@ def test_without_auto_activation_the_admin_or_command_switches(
 ):
     settings.MODEL_AUTO_ACTIVATE = False
     add_images(3)
-    while run_one_job(queue):
-        pass
+    run_all_jobs(queue)
     settings.CLIP_MODEL = LARGE
     large = registry.sync_configured_model()
     with pytest.raises(Exception, match="have no vector of vs-test-tiny-768"):
         call_command("activate_model")
-    while run_one_job(queue):
-        pass
+    run_all_jobs(queue)
     assert registry.next_model() == large  # filled, but waiting for a person
 
     page = admin_client.get(reverse("admin:gallery_embeddingmodel_changelist")).content.decode()
@@ -172,8 +183,7 @@ def test_without_auto_activation_the_admin_or_command_switches(
 
 def test_forced_activation_leaves_uncovered_images_waiting_not_failed(media_root, queue, settings):
     images = add_images(4)
-    while run_one_job(queue):
-        pass
+    run_all_jobs(queue)
     settings.CLIP_MODEL = LARGE
     registry.sync_configured_model()
     queue.empty()
@@ -185,8 +195,7 @@ def test_forced_activation_leaves_uncovered_images_waiting_not_failed(media_root
     assert [statuses[image.pk] for image in images[1:]] == ["pending"] * 3
     hits = search_images(SearchRequest(text="photo", page_size=10)).hits
     assert [hit.image.pk for hit in hits] == [images[0].pk]
-    while run_one_job(queue):  # the forced switch queued the waiting images
-        pass
+    run_all_jobs(queue)  # the forced switch queued the waiting images
     assert Image.objects.filter(status=Image.Status.INDEXED).count() == 4
 
 
@@ -206,15 +215,13 @@ def test_weights_that_cannot_load_keep_images_pending_and_say_why(
 
 def test_a_next_model_that_cannot_load_leaves_indexed_images_indexed(media_root, queue, settings):
     images = add_images(3)
-    while run_one_job(queue):
-        pass
+    run_all_jobs(queue)
     settings.CLIP_MODEL = "ViT-B-32"
     settings.CLIP_PRETRAINED = "laion2b_s34b_b79k"
     broken = registry.sync_configured_model()
     assert broken.state == "next"
     call_command("reindex", "--all")  # re-encodes the active model, cannot load the next
-    while run_one_job(queue):
-        pass
+    run_all_jobs(queue)
     assert Image.objects.filter(status=Image.Status.INDEXED).count() == 3
     broken.refresh_from_db()
     assert "CLIP_WEIGHTS_FILE" in broken.load_error
@@ -289,8 +296,7 @@ def test_a_running_web_process_follows_a_switch_without_restarting(media_root, q
     from tests.conftest import clean_child_environment
 
     add_images(6)
-    while run_one_job(queue):
-        pass
+    run_all_jobs(queue)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -323,12 +329,7 @@ def test_a_running_web_process_follows_a_switch_without_restarting(media_root, q
             except OSError:
                 assert web.poll() is None and time.monotonic() < deadline, "gunicorn did not start"
                 time.sleep(0.3)
-        settings.CLIP_MODEL = LARGE
-        large = registry.sync_configured_model()
-        while run_one_job(queue):
-            pass
-        large.refresh_from_db()
-        assert large.state == "active"
+        large = switch_to(LARGE, settings, queue)
         clip = registry.load_encoder(large)
         ids = list(Image.objects.order_by("pk").values_list("pk", flat=True))
         scores = vectors_of(large, ids) @ clip.encode_texts(["photo"])[0]
@@ -351,8 +352,7 @@ def test_a_weights_file_is_one_model_wherever_it_lies(media_root, queue, setting
     from gallery.indexing import encoder
 
     images = add_images(3)
-    while run_one_job(queue):
-        pass
+    run_all_jobs(queue)
     seeded = registry.active_model()  # vs-test-tiny with seed-0 random weights
     first = tmp_path / "a" / "clip.bin"
     first.parent.mkdir()
@@ -363,8 +363,7 @@ def test_a_weights_file_is_one_model_wherever_it_lies(media_root, queue, setting
     settings.CLIP_WEIGHTS_FILE = str(first)
     from_file = registry.sync_configured_model()  # loads through open_clip's checkpoint path
     assert from_file.model_id.startswith(f"{SMALL}:sha256:") and from_file.state == "next"
-    while run_one_job(queue):
-        pass
+    run_all_jobs(queue)
     from_file.refresh_from_db()
     assert from_file.state == "active"
     ids = [image.pk for image in images]
@@ -378,8 +377,7 @@ def test_a_weights_file_is_one_model_wherever_it_lies(media_root, queue, setting
     from_file.refresh_from_db()
     assert from_file.weights_file == str(moved)
     call_command("reindex", "--all")
-    while run_one_job(queue):
-        pass
+    run_all_jobs(queue)
     assert Image.objects.filter(status=Image.Status.INDEXED).count() == 3
 
     other = tmp_path / "b" / "clip.bin"  # same name, other weights
@@ -404,8 +402,7 @@ def test_a_model_the_old_schema_named_by_file_name_adopts_the_configured_file(
     media_root, queue, settings, tmp_path
 ):
     images = add_images(2)
-    while run_one_job(queue):
-        pass
+    run_all_jobs(queue)
     legacy = registry.active_model()  # as migration 0005 leaves a "name:file:clip.bin" model
     EmbeddingModel.objects.filter(pk=legacy.pk).update(
         model_id=f"{SMALL}:file:clip.bin", pretrained="", weights_file="clip.bin"
@@ -428,16 +425,10 @@ def test_an_unreadable_file_during_a_switch_fails_its_image_and_the_switch_compl
     media_root, queue, settings
 ):
     images = add_images(4)
-    while run_one_job(queue):
-        pass
+    run_all_jobs(queue)
     with open(images[2].file.path, "r+b") as damaged:  # damaged on disk after indexing
         damaged.truncate(40)
-    settings.CLIP_MODEL = LARGE
-    large = registry.sync_configured_model()
-    while run_one_job(queue):
-        pass
-    large.refresh_from_db()
-    assert large.state == "active"
+    switch_to(LARGE, settings, queue)
     broken = Image.objects.get(pk=images[2].pk)
     assert broken.status == Image.Status.FAILED and not broken.embeddings.exists()
     registry.forget_cached_models()
@@ -464,13 +455,9 @@ def test_an_image_deleted_while_its_batch_encodes_does_not_lose_the_batch(
 
 def test_a_cancelled_switch_is_not_activated_by_a_late_batch(media_root, queue, settings):
     add_images(2)
-    while run_one_job(queue):
-        pass
+    run_all_jobs(queue)
     small = registry.active_model()
-    settings.CLIP_MODEL = LARGE
-    large = registry.sync_configured_model()
-    while run_one_job(queue):  # fills the large model completely: it becomes active
-        pass
+    large = switch_to(LARGE, settings, queue)
     settings.CLIP_MODEL = SMALL
     registry.sync_configured_model()  # small is now the next model, complete at once
     registry.forget_cached_models()
@@ -483,8 +470,7 @@ def test_a_cancelled_switch_is_not_activated_by_a_late_batch(media_root, queue, 
 
 def test_a_new_upload_is_not_queued_behind_a_model_switch(media_root, queue, settings):
     add_images(16)
-    while run_one_job(queue):
-        pass
+    run_all_jobs(queue)
     settings.CLIP_MODEL = LARGE
     registry.sync_configured_model()
     assert queue.count == 2  # the fill, in the background

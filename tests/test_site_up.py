@@ -16,7 +16,7 @@ import urllib.request
 
 import psutil
 
-from tests.conftest import clean_child_environment, run_cli
+from tests.conftest import clean_child_environment, create_superuser, run_cli
 from tests.images import image_bytes
 
 
@@ -107,15 +107,7 @@ def test_up_serves_site_on_embedded_servers_and_sigterm_leaves_no_process(tmp_pa
     )
     assert "1 could not be queued" in imported.stdout
     # Data made by one process must be there for the next: a user created before `up`.
-    run_cli(
-        "createsuperuser",
-        "--noinput",
-        "--username",
-        "admin",
-        "--email",
-        "a@example.com",
-        env={**env, "DJANGO_SUPERUSER_PASSWORD": "a-long-test-password"},
-    )
+    create_superuser(env)
     port = free_port()
     cores = os.cpu_count()  # one web process: all of them
     site = subprocess.Popen(
