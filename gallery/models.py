@@ -38,13 +38,15 @@ class ImageQuerySet(models.QuerySet):
         return self.exclude(status=Image.Status.FAILED)
 
     def with_vector_of(self, model):
-        return self.filter(Exists(Embedding.objects.filter(image=OuterRef("pk"), model=model)))
+        return self.filter(_has_vector_of(model))
 
     def missing_vector_of(self, model):
         """Indexable images that have no vector of this model yet."""
-        return self.indexable().exclude(
-            Exists(Embedding.objects.filter(image=OuterRef("pk"), model=model))
-        )
+        return self.indexable().exclude(_has_vector_of(model))
+
+
+def _has_vector_of(model) -> Exists:
+    return Exists(Embedding.objects.filter(image=OuterRef("pk"), model=model))
 
 
 class Image(models.Model):

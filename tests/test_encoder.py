@@ -44,7 +44,7 @@ def test_model_id_names_model_and_weights():
     assert encoder.ModelSpec("ViT-B-32-256", "datacomp_s34b_b86k").model_id == (
         "ViT-B-32-256:datacomp_s34b_b86k"
     )
-    assert encoder.configured_model_id() == "vs-test-tiny:random-seed0"
+    assert encoder.ModelSpec.from_settings().model_id == "vs-test-tiny:random-seed0"
 
 
 def test_weights_file_id_follows_the_files_bytes_not_its_name(tmp_path):

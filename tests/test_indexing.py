@@ -47,7 +47,7 @@ def test_uploaded_image_is_encoded_by_the_worker_exactly_as_the_model_encodes_it
 
     image.refresh_from_db()
     assert image.status == Image.Status.INDEXED and image.status_error == ""
-    assert registry.active_model().model_id == encoder.configured_model_id()
+    assert registry.active_model().model_id == encoder.ModelSpec.from_settings().model_id
     direct = active_encoder().encode_images([PILImage.open(image.file.path)])[0]
     stored = vector_of(image)
     assert float(stored @ direct) >= 0.999
@@ -177,7 +177,7 @@ def test_reindex_stale_fills_the_next_model_while_the_old_one_keeps_serving(
     settings.CLIP_RANDOM_SEED = 7  # a different configured model id
     call_command("reindex", "--stale")
     new_model = registry.next_model()
-    assert new_model.model_id == encoder.configured_model_id() != old_model.model_id
+    assert new_model.model_id == encoder.ModelSpec.from_settings().model_id != old_model.model_id
     assert queue.count == 1
     # Until the worker runs, the old vectors stay, answer searches and the images stay indexed.
     assert registry.active_model() == old_model

@@ -312,10 +312,6 @@ def release_encoders(*, keep) -> None:
             del _encoders[spec]
 
 
-def configured_model_id() -> str:
-    return ModelSpec.from_settings().model_id
-
-
 def open_image_for_encoding(path, target_size: int | None = None) -> PILImage.Image:
     """Open an image file small and upright: JPEG draft decoding, then EXIF orientation.
 

@@ -134,7 +134,6 @@ def coverage(model: EmbeddingModel) -> dict:
     indexable = Image.objects.indexable().count()
     missing = Image.objects.missing_vector_of(model).count()
     return {
-        "vectors": model.embeddings.count(),
         "indexable": indexable,
         "covered": indexable - missing,
         "missing": missing,
