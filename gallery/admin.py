@@ -19,6 +19,7 @@ class ImageAdmin(admin.ModelAdmin):
         "sha256",
         "file",
         "thumbnail",
+        "preview",
         "width",
         "height",
         "format",

@@ -58,6 +58,10 @@ class Image(models.Model):
     # Stored under its content hash, never under the uploader's file name.
     file = models.FileField(upload_to="originals/", max_length=255)
     thumbnail = models.FileField(upload_to="thumbnails/", max_length=255, blank=True)
+    # Upright 8-bit RGB JPEG, shortest side PREVIEW_SIZE (or twice a larger model's input),
+    # that workers encode instead of the original. Null when the original is that small, or
+    # (images stored before previews) until a worker makes it.
+    preview = models.FileField(upload_to="previews/", max_length=255, null=True, blank=True)
     sha256 = models.CharField(max_length=64, unique=True)
     original_filename = models.CharField(max_length=255, blank=True)
     width = models.PositiveIntegerField()

@@ -205,6 +205,10 @@ CACHES = {
 MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 25 * 1024 * 1024)
 MAX_IMAGE_PIXELS = env_int("MAX_IMAGE_PIXELS", 90_000_000)
 THUMBNAIL_SIZE = env_int("THUMBNAIL_SIZE", 320)
+# Shortest side of the preview kept at ingest, which workers encode instead of the original
+# (a 12 MP JPEG is not decoded a second time). Twice the default model's 256 px input; a
+# model with a larger input gets larger previews, made lazily by the worker.
+PREVIEW_SIZE = env_int("PREVIEW_SIZE", 512)
 DATA_UPLOAD_MAX_NUMBER_FILES = env_int("MAX_UPLOAD_FILES", 500)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_HANDLERS = [

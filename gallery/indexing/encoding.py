@@ -6,16 +6,25 @@ encoded, so a worker killed mid-batch leaves those images as they were, queued l
 which `requeue` finds. Encoding is idempotent: a vector already stored is not made again
 unless a re-index forces it.
 
-An unreadable file fails its image alone. A model that cannot be loaded is a set-up
+Images are read from their previews (gallery/previews.py) when those are large enough for
+the model, so a 12 MP original is not decoded again; an image without one (stored before
+previews, or a model with a larger input) gets it here, from one decode of the original.
+
+An unreadable original fails its image alone; a missing or unreadable preview only means the
+original is read instead. A model that cannot be loaded is a set-up
 problem, not the image's: statuses stay as they are, the reason is recorded on the model
 (admin, /healthz), and the job raises so RQ keeps it in its failed registry.
 """
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
+from gallery import previews
 from gallery.indexing import encoder, registry
 from gallery.models import Embedding, Image
 
@@ -113,14 +122,7 @@ def _store(batch: list[int], vectors: dict[int, dict], failures: dict[int, str])
 
 def _encode_isolating_failures(clip, images, failures: dict[int, str]) -> dict:
     """Encode as one batch; if the model fails on it, image by image so only the culprit fails."""
-    prepared = []
-    for image, pixels in zip(
-        images, clip.prepare_image_files([i.file.path for i in images]), strict=True
-    ):
-        if isinstance(pixels, Exception):
-            failures[image.pk] = f"Could not read the image file: {pixels}"
-        else:
-            prepared.append((image, pixels))
+    prepared = _prepare(clip, images, failures)
     if not prepared:
         return {}
     try:
@@ -135,3 +137,107 @@ def _encode_isolating_failures(clip, images, failures: dict[int, str]) -> dict:
         except Exception as error:
             failures[image.pk] = f"The model could not encode this image: {error}"
     return vectors
+
+
+def _prepare(clip, images, failures: dict[int, str]) -> list[tuple[Image, object]]:
+    """Model-ready pixels of each image, from its preview or else its original.
+
+    A stored preview that turns out unreadable (a header fine, the rest damaged) is made again
+    from the original in a second round; only an unreadable original fails the image.
+    """
+    prepared = []
+    remake = False
+    while images:
+        sources = _encoding_sources(images, clip.image_size, remake=remake)
+        readable = []
+        for image, source in zip(images, sources, strict=True):
+            if isinstance(source, Exception):
+                failures[image.pk] = f"Could not read the image file: {source}"
+            else:
+                readable.append((image, source))
+        damaged_previews = []
+        pixels = clip.prepare_image_files([source for _, source in readable])
+        for (image, source), image_pixels in zip(readable, pixels, strict=True):
+            if not isinstance(image_pixels, Exception):
+                prepared.append((image, image_pixels))
+            elif source != image.file.path and not remake:
+                logger.warning("Preview of image %s unreadable: %s", image.pk, image_pixels)
+                damaged_previews.append(image)
+            else:
+                failures[image.pk] = f"Could not read the image file: {image_pixels}"
+        images, remake = damaged_previews, True
+    return prepared
+
+
+def _encoding_sources(images, image_size: int, *, remake: bool = False) -> list:
+    """The file each image is encoded from for a model with this input size, or the exception
+    its original raised.
+
+    The preview when its shortest side is at least twice the model's input (or the original is
+    no larger); the original when it is too small to have a preview of that size; otherwise
+    (or with `remake`) a preview made now, kept on the row, and used by every later encoding
+    and model switch.
+    """
+    needed = 2 * image_size
+    side = previews.side_for_model(image_size)
+    sources: dict[int, object] = {}
+    lacking = []
+    for image in images:
+        stored_side = None if remake else previews.stored_preview_side(image)
+        if stored_side is not None and stored_side >= min(needed, image.width, image.height):
+            sources[image.pk] = image.preview.path
+        elif not previews.wants_preview(image.width, image.height, side):
+            sources[image.pk] = image.file.path
+        else:
+            lacking.append(image)
+    made = _preview_pool().map(lambda image: _make_preview(image, side), lacking)
+    for image, (source, name) in zip(lacking, made, strict=True):
+        sources[image.pk] = source
+        if name:
+            _record_preview(image, name)
+    return [sources[image.pk] for image in images]
+
+
+def _make_preview(image: Image, side: int) -> tuple[object, str]:
+    """Decode the original once at the preview's size and save the preview. Returns the file
+    to encode (or the exception of an unreadable original, the image's own failure) and the
+    new preview's name ("" when none could be saved)."""
+    try:
+        picture = encoder.open_image_for_encoding(image.file.path, side)
+        picture.load()
+    except Exception as error:
+        return error, ""
+    try:
+        name = previews.save_preview(image.sha256, previews.preview_jpeg(picture, side), side)
+        return default_storage.path(name), name
+    except Exception:
+        # A preview only saves work: without one the original is encoded, as before previews.
+        logger.exception("Could not save a preview of image %s; encoding its original", image.pk)
+        return image.file.path, ""
+
+
+def _record_preview(image: Image, name: str) -> None:
+    """Point the row at its new preview and delete the one it replaces. A failure is logged:
+    the image is still encoded from the new file, and its vector still stored."""
+    old = image.preview.name  # None (SQL NULL) without one
+    if old == name:
+        return
+    try:
+        # Only over the preview this job saw: a concurrent job's newer one is not undone.
+        replaced = Image.objects.filter(pk=image.pk, preview=old).update(preview=name)
+        image.preview = name
+        if replaced and old:
+            default_storage.delete(old)
+    except Exception:
+        logger.exception("Could not record the preview of image %s", image.pk)
+
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def _preview_pool() -> ThreadPoolExecutor:
+    # Pillow releases the GIL while decoding and resizing, so previews are made on every core.
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="preview")
+    return _pool

@@ -1,4 +1,5 @@
-"""Getting images into the library: validate, de-duplicate, store by content hash, thumbnail.
+"""Getting images into the library: validate, de-duplicate, store by content hash with a
+thumbnail and a preview (see gallery/previews.py).
 
 Every write path (web upload, folder import, evaluation datasets) goes through `ingest_image`.
 A rejected file leaves no row and no file behind; identical content is stored once.
@@ -9,11 +10,10 @@ import logging
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from gallery import previews
 from gallery.indexing import queueing
 from gallery.library.tags import tags_named
 from gallery.library.validation import (
@@ -25,6 +25,7 @@ from gallery.library.validation import (
     validate_image,
 )
 from gallery.models import Image
+from gallery.storage import remove, write_once
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def ingest_image(
         sha256 = hashlib.sha256(data).hexdigest()
         existing = Image.objects.filter(sha256=sha256).first()
         if existing is None:
-            validated = validate_image(data, filename, result.notes)
+            validated = validate_image(data, filename, result.notes, with_preview=True)
             existing = _store_new_image(
                 data=data,
                 sha256=sha256,
@@ -86,15 +87,20 @@ def _store_new_image(
     now = timezone.now()
     original_name = f"originals/{sha256[:2]}/{sha256}.{extension}"
     thumbnail_name = f"thumbnails/{sha256[:2]}/{sha256}.webp"
+    preview_name = None
     written = [
-        _write_once(original_name, data),
-        _write_once(thumbnail_name, validated.thumbnail),
+        write_once(original_name, data),
+        write_once(thumbnail_name, validated.thumbnail),
     ]
+    if validated.preview is not None:
+        preview_name = previews.preview_name(sha256, settings.PREVIEW_SIZE)
+        written.append(write_once(preview_name, validated.preview))
     try:
         with transaction.atomic():
             image = Image.objects.create(
                 file=original_name,
                 thumbnail=thumbnail_name,
+                preview=preview_name,
                 sha256=sha256,
                 original_filename=filename[:255],
                 width=validated.width,
@@ -115,26 +121,12 @@ def _store_new_image(
         # The same content was stored concurrently: use that row (it shares our files).
         existing = Image.objects.filter(sha256=sha256).first()
         if existing is None:
-            _remove(written)
+            remove(written)
             raise
         return existing
     except BaseException:
-        _remove(written)
+        remove(written)
         raise
-
-
-def _write_once(name: str, content: bytes) -> str | None:
-    """Write a content-addressed file; returns its name if this call created it."""
-    if default_storage.exists(name):
-        return None
-    saved = default_storage.save(name, ContentFile(content))
-    return saved
-
-
-def _remove(names) -> None:
-    for name in names:
-        if name:
-            default_storage.delete(name)
 
 
 def _merge_into_existing(image: Image, tag_names, caption: str) -> None:

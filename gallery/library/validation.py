@@ -1,4 +1,5 @@
-"""Deciding whether bytes are an image we accept: format, size, pixels, EXIF date, thumbnail.
+"""Deciding whether bytes are an image we accept: format, size, pixels, EXIF date, thumbnail
+and, for the library, the preview workers encode (made from the same decoded pixels).
 
 Used by every write path (uploads, folder import) and by query images in search.
 """
@@ -13,6 +14,7 @@ from django.utils import timezone
 from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
 
+from gallery import previews
 from gallery.pixels import displayable
 
 # Pillow format name -> stored file extension.
@@ -65,6 +67,8 @@ class ValidatedImage:
     height: int
     taken_at: datetime | None
     thumbnail: bytes
+    # JPEG with shortest side PREVIEW_SIZE; None when the original is not larger than that.
+    preview: bytes | None = None
 
     @property
     def taken_on(self):
@@ -94,8 +98,11 @@ def size_message(size: int | None) -> str:
     return f"The file is too large ({human_size(size)}); {limit}."
 
 
-def validate_image(data: bytes, filename: str, notes: list[str]) -> ValidatedImage:
-    """Decode the whole image once: proves it is complete and gives size, date and thumbnail."""
+def validate_image(
+    data: bytes, filename: str, notes: list[str], *, with_preview: bool = False
+) -> ValidatedImage:
+    """Decode the whole image once: proves it is complete and gives size, date, thumbnail and
+    (`with_preview`) the preview, so nothing decodes it again at ingest."""
     head = data[:512].lstrip().lower()
     if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in data[:4096].lower()):
         raise RejectedImage(
@@ -129,23 +136,28 @@ def validate_image(data: bytes, filename: str, notes: list[str]) -> ValidatedIma
             f"The file name says {claimed} but the content is {image_format}; "
             f"stored as {image_format}."
         )
+    preview_side = settings.PREVIEW_SIZE
+    with_preview = with_preview and previews.wants_preview(width, height, preview_side)
+    # Both sides at least this large after draft decoding, so the preview's shortest side is.
+    decoded_side = max(settings.THUMBNAIL_SIZE, preview_side if with_preview else 0)
     try:
         with PILImage.open(io.BytesIO(data)) as image:
             # Reduced-scale JPEG decoding still reads the whole stream, so truncation is caught.
-            image.draft("RGB", (settings.THUMBNAIL_SIZE, settings.THUMBNAIL_SIZE))
+            image.draft("RGB", (decoded_side, decoded_side))
             image.load()
             taken_at = _exif_taken_at(image)
             upright = ImageOps.exif_transpose(image)
             if upright.size != image.size:
                 width, height = height, width  # rotated by EXIF orientation
             thumbnail = _thumbnail(upright)
+            preview = previews.preview_jpeg(upright, preview_side) if with_preview else None
     except PILImage.DecompressionBombError:
         raise _too_many_pixels(width, height) from None
     except (OSError, SyntaxError, ValueError) as error:
         raise RejectedImage(
             f"The image is corrupt or truncated and cannot be decoded ({error})."
         ) from None
-    return ValidatedImage(image_format, width, height, taken_at, thumbnail)
+    return ValidatedImage(image_format, width, height, taken_at, thumbnail, preview)
 
 
 def _too_many_pixels(width, height) -> RejectedImage:
