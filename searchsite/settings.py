@@ -36,6 +36,13 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name}={value!r} is not an integer.") from None
 
 
+def env_choice(name: str, choices: tuple[str, ...], default: str) -> str:
+    value = os.environ.get(name) or default
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name}={value!r} is not one of {', '.join(choices)}.")
+    return value
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     value = os.environ.get(name)
     if value is None or value.strip() == "":
@@ -162,6 +169,14 @@ CLIP_WEIGHTS_FILE = env_str("CLIP_WEIGHTS_FILE")
 CLIP_DEVICE = env_str("CLIP_DEVICE", "auto")
 CLIP_RANDOM_SEED = env_int("CLIP_RANDOM_SEED", 0)
 CLIP_MODEL_CACHE_DIR = env_str("CLIP_MODEL_CACHE_DIR") or None
+# auto: ONNX Runtime on the CPU, torch on an NVIDIA GPU; onnx or torch to insist on one.
+CLIP_BACKEND = env_choice("CLIP_BACKEND", ("auto", "onnx", "torch"), "auto")
+# ONNX Runtime's weights: int8 (dynamic quantization) or fp32. int8 is the default because
+# on 2 cores it halves the web process's memory and is faster, with vectors at cosine
+# >= 0.9998 to fp32's on probe inputs (see README, "Encoder backends").
+CLIP_PRECISION = env_choice("CLIP_PRECISION", ("fp32", "int8"), "int8")
+# Exported ONNX files, one folder per registered model.
+MODEL_FILES_DIR = Path(env_str("MODEL_FILES_DIR") or DATA_DIR / "models")
 # Switch to a newly configured model as soon as every image has its vector (otherwise with
 # the admin or `manage.py activate_model`).
 MODEL_AUTO_ACTIVATE = env_bool("MODEL_AUTO_ACTIVATE", True)

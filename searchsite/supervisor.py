@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.management import call_command
@@ -20,6 +21,9 @@ from searchsite.embedded import current_services
 from searchsite.paths import PROJECT_DIR
 
 SHUTDOWN_GRACE_SECONDS = 20
+# `up`'s defaults, shared with `bench_serving` so it measures what `up` runs.
+DEFAULT_WORKERS = 1
+DEFAULT_WEB_WORKERS = 2
 PR_SET_PDEATHSIG = 1
 # `up` recovers images left pending by a crash or a Redis outage, so no cron job is needed.
 REQUEUE_EVERY_SECONDS = 300
@@ -46,23 +50,25 @@ def thread_budget(processes: int) -> dict[str, str]:
     return {"ENCODER_THREADS": threads, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
 
-def _spawn(command: list[str], *, threads: dict[str, str]) -> subprocess.Popen:
+def _spawn(command: list[str], *, env: dict[str, str], output=None) -> subprocess.Popen:
     return subprocess.Popen(
         command,
         cwd=PROJECT_DIR,
-        env={**os.environ, **threads},
+        env=env,
+        stdout=output,
+        stderr=output,
         start_new_session=True,
         preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
     )
 
 
-def worker_command() -> list[str]:
+def worker_command(queue: str = "default") -> list[str]:
     return [
         sys.executable,
         "-m",
         "searchsite",
         "rqworker",
-        "default",
+        queue,
         "--worker-class",
         "gallery.indexing.worker.EncodingWorker",
     ]
@@ -85,7 +91,7 @@ def web_command(host: str, port: int, web_workers: int) -> list[str]:
     ]
 
 
-def _wait_until_serving(url: str, web: subprocess.Popen, timeout: float = 60) -> bool:
+def wait_until_serving(url: str, web: subprocess.Popen, timeout: float = 60) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and web.poll() is None:
         try:
@@ -97,7 +103,8 @@ def _wait_until_serving(url: str, web: subprocess.Popen, timeout: float = 60) ->
     return False
 
 
-def _stop(children: list[subprocess.Popen]) -> None:
+def stop_processes(children: list[subprocess.Popen]) -> None:
+    """SIGTERM every child, then wait for them within one grace period; kill what outlasts it."""
     for child in children:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
@@ -108,6 +115,59 @@ def _stop(children: list[subprocess.Popen]) -> None:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
+
+
+@dataclass
+class SiteProcesses:
+    """The children `up` runs beside the servers: gunicorn (whose master forks the web
+    workers) and the RQ encoding workers."""
+
+    web: subprocess.Popen
+    workers: list[subprocess.Popen]
+    worker_env: dict[str, str]
+    queue: str
+    output: object = None
+
+    @property
+    def children(self) -> list[subprocess.Popen]:
+        return [self.web, *self.workers]
+
+    def restart_worker(self, index: int) -> None:
+        command = worker_command(self.queue)
+        self.workers[index] = _spawn(command, env=self.worker_env, output=self.output)
+
+    def stop(self) -> None:
+        stop_processes(self.children)
+
+
+def start_site_processes(
+    *, host: str, port: int, workers: int, web_workers: int, env=None, output=None
+) -> SiteProcesses:
+    """Start the RQ workers and gunicorn, each process with its share of the cores.
+
+    `env` (default: this process's environment) is what the children run with, plus the
+    thread budget; the workers listen on the queue the site enqueues to (ENCODING_QUEUE).
+    """
+    env = dict(os.environ if env is None else env)
+    worker_env = {**env, **thread_budget(workers)}
+    queue = settings.ENCODING_QUEUE
+    worker_processes = [
+        _spawn(worker_command(queue), env=worker_env, output=output) for _ in range(workers)
+    ]
+    web_env = {**env, **thread_budget(web_workers)}
+    web = _spawn(web_command(host, port, web_workers), env=web_env, output=output)
+    return SiteProcesses(web, worker_processes, worker_env, queue, output)
+
+
+def _prepare_models(out) -> None:
+    """Export the models' ONNX files before the children start, in a process of its own, so
+    no web worker waits for an export and none keeps the torch model the export loads."""
+    from gallery.indexing.registry import prepare_model_files
+
+    out.write("Preparing the model files (a new model is exported to ONNX once)...\n")
+    out.flush()
+    for problem in prepare_model_files():
+        out.write(f"{problem}\n")
 
 
 def _requeue_stuck_images(out) -> None:
@@ -130,14 +190,12 @@ def run_site(*, host: str, port: int, workers: int, web_workers: int, out) -> in
 
     out.write(f"Data directory: {settings.DATA_DIR}\n")
     call_command("migrate", interactive=False, verbosity=0)
-    worker_threads, web_threads = thread_budget(workers), thread_budget(web_workers)
-    worker_processes = [_spawn(worker_command(), threads=worker_threads) for _ in range(workers)]
-    web = _spawn(web_command(host, port, web_workers), threads=web_threads)
-    children = [web, *worker_processes]
+    _prepare_models(out)
+    site = start_site_processes(host=host, port=port, workers=workers, web_workers=web_workers)
     url = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}/"
     exit_code = 0
     try:
-        if not _wait_until_serving(url, web):
+        if not wait_until_serving(url, site.web):
             out.write("The web server did not start; see the messages above.\n")
             return 1
         out.write(f"Visual Search is running at {url}  (Ctrl-C to stop)\n")
@@ -147,19 +205,18 @@ def run_site(*, host: str, port: int, workers: int, web_workers: int, out) -> in
             if time.monotonic() >= next_requeue:
                 _requeue_stuck_images(out)
                 next_requeue = time.monotonic() + REQUEUE_EVERY_SECONDS
-            if web.poll() is not None:
-                out.write(f"gunicorn exited with code {web.returncode}; stopping.\n")
+            if site.web.poll() is not None:
+                out.write(f"gunicorn exited with code {site.web.returncode}; stopping.\n")
                 exit_code = 1
                 break
-            for index, worker in enumerate(worker_processes):
+            for index, worker in enumerate(site.workers):
                 if worker.poll() is not None:
                     out.write(f"RQ worker exited with code {worker.returncode}; restarting it.\n")
-                    worker_processes[index] = _spawn(worker_command(), threads=worker_threads)
-            children = [web, *worker_processes]
+                    site.restart_worker(index)
     finally:
         out.write("Stopping web server and workers...\n")
         out.flush()
-        _stop(children)
+        site.stop()
         services = current_services()
         if services is not None:
             out.write("Stopping embedded PostgreSQL and Valkey...\n")

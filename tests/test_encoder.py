@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from gallery.indexing import encoder
+from gallery.indexing import encoder, torch_clip
 from tests.images import image_bytes
 
 
@@ -31,10 +31,10 @@ def test_image_and_text_vectors_are_l2_normalised_float32_512d():
 def test_random_test_model_is_the_same_in_every_process():
     # A second encoder built from the same spec has identical weights (seeded).
     spec = encoder.ModelSpec(name="vs-test-tiny", pretrained="random", random_seed=0)
-    first = encoder.ClipEncoder(spec).encode_texts(["a cat"])
-    second = encoder.ClipEncoder(spec).encode_texts(["a cat"])
+    first = torch_clip.ClipEncoder(spec).encode_texts(["a cat"])
+    second = torch_clip.ClipEncoder(spec).encode_texts(["a cat"])
     np.testing.assert_array_equal(first, second)
-    other_seed = encoder.ClipEncoder(
+    other_seed = torch_clip.ClipEncoder(
         encoder.ModelSpec(name="vs-test-tiny", pretrained="random", random_seed=1)
     ).encode_texts(["a cat"])
     assert not np.allclose(first, other_seed)
@@ -125,41 +125,65 @@ def test_up_gives_each_child_its_share_of_the_cores(monkeypatch):
     assert thread_budget(2)["ENCODER_THREADS"] == "3"
 
 
-def test_the_thread_budget_is_applied_when_the_model_loads():
+def _in_a_new_process(script: str, **env) -> list[str]:
     import os
     import subprocess
     import sys
 
-    script = (
-        "import django; django.setup(); import torch; from gallery.indexing import encoder;"
-        "before = torch.get_num_threads(); encoder.get_encoder(image_tower=False);"
-        "print(before, torch.get_num_threads())"
-    )
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "searchsite.settings"}
-    env.pop("OMP_NUM_THREADS", None)
-    default = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
-    ).stdout.split()
-    budgeted = subprocess.run(
-        [sys.executable, "-c", script],
-        env={**env, "ENCODER_THREADS": "1"},
+    environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "searchsite.settings", **env}
+    environment.pop("OMP_NUM_THREADS", None)
+    if not env.get("ENCODER_THREADS"):
+        environment.pop("ENCODER_THREADS", None)
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup();" + script],
+        env=environment,
         capture_output=True,
         text=True,
         check=True,
     ).stdout.split()
+
+
+def test_the_thread_budget_is_applied_to_torch_when_the_model_loads():
+    script = (
+        "import torch; from gallery.indexing import encoder;"
+        "before = torch.get_num_threads(); encoder.get_encoder(image_tower=False);"
+        "print(before, torch.get_num_threads())"
+    )
+    default = _in_a_new_process(script, CLIP_BACKEND="torch")
+    budgeted = _in_a_new_process(script, CLIP_BACKEND="torch", ENCODER_THREADS="1")
     assert default[1] == default[0]  # without a budget, torch keeps its own default
     assert budgeted == [default[0], "1"]
 
 
-def test_a_text_only_encoder_holds_no_image_tower_and_grows_one_when_asked():
+def test_the_thread_budget_is_applied_to_onnx_runtime_sessions():
+    script = (
+        "from gallery.indexing import encoder; clip = encoder.get_encoder();"
+        "print(clip.backend, clip.text_session.get_session_options().intra_op_num_threads,"
+        "clip.image_session.get_session_options().intra_op_num_threads)"
+    )
+    assert _in_a_new_process(script, CLIP_BACKEND="onnx", ENCODER_THREADS="1") == [
+        "onnx",
+        "1",
+        "1",
+    ]
+    assert _in_a_new_process(script, CLIP_BACKEND="onnx", ENCODER_THREADS="3")[1:] == ["3", "3"]
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_a_text_only_encoder_holds_no_image_tower_and_grows_one_when_asked(settings, backend):
+    settings.CLIP_BACKEND = backend
     spec = encoder.ModelSpec(name="vs-test-tiny", pretrained="random", random_seed=5)
     text_only = encoder.get_encoder(spec, image_tower=False)
-    assert text_only.model.visual is None and not text_only.has_image_tower
+    assert text_only.backend == backend and not text_only.has_image_tower
+    if backend == "torch":
+        assert text_only.model.visual is None
+    else:
+        assert text_only.image_session is None
     with pytest.raises(RuntimeError, match="text only"):
         text_only.encode_images([pil_image()])
     assert encoder.get_encoder(spec, image_tower=False) is text_only  # kept for text
     full = encoder.get_encoder(spec)  # an image query: the full model replaces it
     assert full.has_image_tower and full.encode_images([pil_image()]).shape == (1, 512)
-    np.testing.assert_allclose(full.encode_texts(["a"]), text_only.encode_texts(["a"]), atol=1e-6)
+    np.testing.assert_allclose(full.encode_texts(["a"]), text_only.encode_texts(["a"]), atol=1e-5)
     assert encoder.get_encoder(spec, image_tower=False) is full
     encoder.release_encoders(keep=[])

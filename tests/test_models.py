@@ -349,7 +349,7 @@ def test_a_weights_file_is_one_model_wherever_it_lies(media_root, queue, setting
 
     import torch
 
-    from gallery.indexing import encoder
+    from gallery.indexing import encoder, torch_clip
 
     images = add_images(3)
     run_all_jobs(queue)
@@ -357,7 +357,7 @@ def test_a_weights_file_is_one_model_wherever_it_lies(media_root, queue, setting
     first = tmp_path / "a" / "clip.bin"
     first.parent.mkdir()
     spec = encoder.ModelSpec(name=SMALL, pretrained="random", random_seed=0)
-    torch.save(encoder.ClipEncoder(spec).model.state_dict(), first)
+    torch.save(torch_clip.ClipEncoder(spec).model.state_dict(), first)
 
     settings.CLIP_PRETRAINED = ""
     settings.CLIP_WEIGHTS_FILE = str(first)
@@ -383,7 +383,7 @@ def test_a_weights_file_is_one_model_wherever_it_lies(media_root, queue, setting
     other = tmp_path / "b" / "clip.bin"  # same name, other weights
     other.parent.mkdir()
     other_spec = encoder.ModelSpec(name=SMALL, pretrained="random", random_seed=1)
-    torch.save(encoder.ClipEncoder(other_spec).model.state_dict(), other)
+    torch.save(torch_clip.ClipEncoder(other_spec).model.state_dict(), other)
     settings.CLIP_WEIGHTS_FILE = str(other)
     assert registry.sync_configured_model().model_id != from_file.model_id
 
@@ -391,11 +391,11 @@ def test_a_weights_file_is_one_model_wherever_it_lies(media_root, queue, setting
 def save_tiny_weights(path, seed: int = 0):
     import torch
 
-    from gallery.indexing import encoder
+    from gallery.indexing import encoder, torch_clip
 
     path.parent.mkdir(parents=True, exist_ok=True)
     spec = encoder.ModelSpec(name=SMALL, pretrained="random", random_seed=seed)
-    torch.save(encoder.ClipEncoder(spec).model.state_dict(), path)
+    torch.save(torch_clip.ClipEncoder(spec).model.state_dict(), path)
 
 
 def test_a_model_the_old_schema_named_by_file_name_adopts_the_configured_file(

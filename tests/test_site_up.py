@@ -137,8 +137,16 @@ def test_up_serves_site_on_embedded_servers_and_sigterm_leaves_no_process(tmp_pa
         # Before any search, the one web process (several would answer in turn) already
         # holds the text tower alone, with the share of the cores `up` gave it.
         assert health["this_process"]["encoders"] == [
-            {"model": "vs-test-tiny", "weights": "random", "towers": "text", "threads": cores}
+            {
+                "model": "vs-test-tiny",
+                "weights": "random",
+                "backend": "onnx",
+                "precision": "int8",
+                "towers": "text",
+                "threads": cores,
+            }
         ]
+        assert health["this_process"]["torch_imported"] is False
         opener = urllib.request.build_opener(
             urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
         )
@@ -153,6 +161,7 @@ def test_up_serves_site_on_embedded_servers_and_sigterm_leaves_no_process(tmp_pa
         assert status == 200
         health = json.load(urllib.request.urlopen(base_url + "healthz"))
         assert [e["towers"] for e in health["this_process"]["encoders"]] == ["image+text"]
+        assert health["this_process"]["torch_imported"] is False
 
         processes = psutil.Process(site.pid).children(recursive=True) + server_processes(data_dir)
         names = " ".join(" ".join(process.cmdline()) for process in processes)

@@ -1,11 +1,17 @@
-"""The CLIP model: loading once per process, preprocessing, batching and L2 normalisation.
+"""The CLIP model: which backend runs it, loading once per process, decoding and normalising.
 
-Nothing else in the project imports open_clip or torch.
+Two backends give the same vectors: `torch_clip` (open_clip in torch: the reference, and the
+GPU path) and `onnx_clip` (ONNX Runtime on the CPU, fp32 or int8, from files exported once
+per model by `onnx_export`). Nothing outside these four modules imports open_clip, torch or
+onnxruntime.
 """
 
 import hashlib
+import importlib.util
+import json
 import logging
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,10 +28,16 @@ logger = logging.getLogger(__name__)
 
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 RANDOM_WEIGHTS = "random"
+BACKENDS = ("auto", "onnx", "torch")
+PRECISIONS = ("fp32", "int8")
 
 
 class ModelWeightsUnavailable(RuntimeError):
     """The configured weights cannot be loaded (offline, missing file, unknown tag)."""
+
+
+class BackendUnavailable(ModelWeightsUnavailable):
+    """The model cannot run on the requested backend (export failed or did not match torch)."""
 
 
 @dataclass(frozen=True)
@@ -82,98 +94,39 @@ def weights_sha256(path: str) -> str:
 
 
 def architecture_dimensions(name: str) -> int:
-    """The vector size an open_clip architecture produces, read from its configuration."""
-    import open_clip
+    """The vector size an open_clip architecture produces, read from its configuration file
+    (without importing open_clip, which would load torch into a lean web process)."""
+    package = importlib.util.find_spec("open_clip")
+    folders = [MODEL_CONFIG_DIR]
+    if package and package.submodule_search_locations:
+        folders += [Path(folder) / "model_configs" for folder in package.submodule_search_locations]
+    for folder in folders:
+        config = folder / f"{name}.json"
+        if config.is_file():
+            embed_dim = json.loads(config.read_text()).get("embed_dim")
+            if embed_dim:
+                return int(embed_dim)
+    raise ModelWeightsUnavailable(
+        f"Unknown CLIP model {name!r}. Set CLIP_MODEL to one of open_clip's "
+        "architectures, e.g. ViT-B-32-256, ViT-L-14 or ViT-SO400M-16-SigLIP2-384."
+    )
 
-    open_clip.add_model_config(MODEL_CONFIG_DIR)
-    config = open_clip.get_model_config(name)
-    if not config or "embed_dim" not in config:
-        raise ModelWeightsUnavailable(
-            f"Unknown CLIP model {name!r}. Set CLIP_MODEL to one of open_clip's "
-            "architectures, e.g. ViT-B-32-256, ViT-L-14 or ViT-SO400M-16-SigLIP2-384."
-        )
-    return int(config["embed_dim"])
 
+class ImageEncoding:
+    """What both backends share: decoding files on a thread pool, then `encode_pixels`."""
 
-class ClipEncoder:
-    """One loaded open_clip model with its image transform and tokenizer.
+    def preprocess(self, image: PILImage.Image):
+        raise NotImplementedError
 
-    Without `image_tower` only the text tower is kept: a web process answering text queries
-    does not hold the image tower's weights (about 350 MB in fp32 for ViT-B/32).
-    """
-
-    def __init__(
-        self,
-        spec: ModelSpec,
-        device: str = "auto",
-        batch_size: int = 32,
-        *,
-        image_tower: bool = True,
-    ):
-        import open_clip
-        import torch
-
-        open_clip.add_model_config(MODEL_CONFIG_DIR)
-        self.spec = spec
-        self.batch_size = batch_size
-        self.device = (
-            ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-        )
-        if spec.name not in open_clip.list_models():
-            raise ModelWeightsUnavailable(
-                f"Unknown CLIP model {spec.name!r}. Set CLIP_MODEL to one of open_clip's "
-                "architectures, e.g. ViT-B-32-256 or ViT-B-32."
-            )
-        if spec.pretrained == RANDOM_WEIGHTS and not spec.weights_file:
-            # Seeded so every process (web, each worker, tests) builds the same weights.
-            torch.manual_seed(spec.random_seed)
-            pretrained = None
-        else:
-            pretrained = self._pretrained_source(open_clip)
-        self.model, _, self.preprocess = open_clip.create_model_and_transforms(
-            spec.name,
-            pretrained=pretrained,
-            device=self.device,
-            cache_dir=settings.CLIP_MODEL_CACHE_DIR,
-        )
-        self.model.eval()
-        if not image_tower:
-            self.model.visual = None
-        self.has_image_tower = image_tower
-        self.tokenizer = open_clip.get_tokenizer(spec.name)
-        self.image_size = _input_size(self.preprocess)
-        self.dimensions = 0
-        self.dimensions = self.encode_texts([""]).shape[1]
-
-    def _pretrained_source(self, open_clip) -> str:
-        spec = self.spec
-        if spec.weights_file:
-            path = Path(spec.weights_file).expanduser()
-            if not path.is_file():
-                raise ModelWeightsUnavailable(
-                    f"CLIP_WEIGHTS_FILE={spec.weights_file} does not exist. Point it at an "
-                    f"open_clip checkpoint (.bin, .pt or .safetensors) for {spec.name}."
-                )
-            return str(path)
-        if not spec.pretrained:
-            raise ModelWeightsUnavailable(
-                "No CLIP weights configured: set CLIP_PRETRAINED to a pretrained tag, "
-                "CLIP_WEIGHTS_FILE to a local checkpoint, or CLIP_PRETRAINED=random for tests."
-            )
-        tags = open_clip.list_pretrained_tags_by_model(spec.name)
-        if spec.pretrained not in tags:
-            raise ModelWeightsUnavailable(
-                f"open_clip has no pretrained tag {spec.pretrained!r} for {spec.name}; "
-                f"known tags: {', '.join(tags) or 'none'}."
-            )
-        return spec.pretrained
+    def encode_pixels(self, pixels: list) -> np.ndarray:
+        raise NotImplementedError
 
     def encode_images(self, images: list[PILImage.Image]) -> np.ndarray:
         """L2-normalised float32 vectors, one row per image."""
-        return self.encode_pixels([self.preprocess(displayable(image)) for image in images])
+        return self.encode_pixels([self.preprocess(image) for image in images])
 
     def prepare_image_files(self, paths) -> list:
-        """Model-ready pixel tensors for these files, or the exception each one raised.
+        """Model-ready pixels for these files, or the exception each one raised.
 
         Decoding runs on a thread pool (Pillow releases the GIL while decoding), so a batch
         of large JPEGs decodes on every core instead of one.
@@ -186,51 +139,16 @@ class ClipEncoder:
         except Exception as error:  # reported per image by the caller
             return error
 
-    def encode_pixels(self, pixels: list) -> np.ndarray:
-        """L2-normalised vectors for tensors made by `prepare_image_files` or `preprocess`."""
-        import torch
 
-        if not self.has_image_tower:
-            raise RuntimeError("This encoder was loaded for text only (image_tower=False).")
-
-        batches = []
-        for start in range(0, len(pixels), self.batch_size):
-            batch = torch.stack(pixels[start : start + self.batch_size]).to(self.device)
-            with torch.inference_mode():
-                batches.append(self.model.encode_image(batch).float().cpu())
-        return _normalised(batches, self.dimensions)
-
-    def encode_texts(self, texts: list[str]) -> np.ndarray:
-        """L2-normalised float32 vectors, one row per text."""
-        import torch
-
-        batches = []
-        for start in range(0, len(texts), self.batch_size):
-            tokens = self.tokenizer(texts[start : start + self.batch_size])
-            with torch.inference_mode():
-                batches.append(self.model.encode_text(tokens.to(self.device)).float().cpu())
-        return _normalised(batches, self.dimensions)
-
-
-def _normalised(batches, dimensions: int) -> np.ndarray:
+def normalised(batches: list[np.ndarray], dimensions: int) -> np.ndarray:
     if not batches:
         return np.zeros((0, dimensions), dtype=np.float32)
-    vectors = np.concatenate([batch.numpy() for batch in batches]).astype(np.float32)
+    vectors = np.concatenate(batches).astype(np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.maximum(norms, 1e-12)
 
 
-def _input_size(preprocess) -> int:
-    for step in getattr(preprocess, "transforms", []):
-        size = getattr(step, "size", None)
-        if isinstance(size, int):
-            return size
-        if isinstance(size, (tuple, list)) and size:
-            return int(max(size))
-    return 224
-
-
-_encoders: dict[ModelSpec, ClipEncoder] = {}
+_encoders: dict[ModelSpec, ImageEncoding] = {}
 _encoder_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 
@@ -242,7 +160,35 @@ def _decoding_pool() -> ThreadPoolExecutor:
     return _pool
 
 
-def get_encoder(spec: ModelSpec | None = None, *, image_tower: bool = True) -> ClipEncoder:
+def cannot_load_message(spec: ModelSpec, error: Exception) -> str:
+    return (
+        f"Could not load CLIP weights for {spec.name} "
+        f"({spec.weights_file or spec.pretrained}): {error}\n"
+        "Without internet access, download the checkpoint on another machine "
+        "(open_clip_pytorch_model.bin from the model's Hugging Face page) and set "
+        "CLIP_WEIGHTS_FILE=/path/to/it, or pre-fill the Hugging Face cache "
+        "(HF_HOME). For tests and benchmarks, CLIP_PRETRAINED=random builds "
+        "seeded random weights."
+    )
+
+
+def configured_backend() -> str:
+    """The backend CLIP_BACKEND names; `auto` is ONNX Runtime on the CPU and torch on a GPU.
+
+    Whether there is a GPU is read from the NVIDIA driver's device node, not from torch: a
+    web process on the CPU should not import torch just to find out.
+    """
+    backend = settings.CLIP_BACKEND
+    if backend != "auto":
+        return backend
+    if settings.CLIP_DEVICE == "cuda" or (
+        settings.CLIP_DEVICE == "auto" and os.path.exists("/dev/nvidiactl")
+    ):
+        return "torch"
+    return "onnx"
+
+
+def get_encoder(spec: ModelSpec | None = None, *, image_tower: bool = True) -> ImageEncoding:
     """The process's encoder for this model (the configured one by default), loaded once.
 
     A text-only encoder is replaced by a full one the first time an image needs encoding.
@@ -251,58 +197,92 @@ def get_encoder(spec: ModelSpec | None = None, *, image_tower: bool = True) -> C
     with _encoder_lock:
         loaded = _encoders.get(spec)
         if loaded is None or (image_tower and not loaded.has_image_tower):
-            _apply_thread_budget()
             try:
-                _encoders[spec] = ClipEncoder(
-                    spec,
-                    device=settings.CLIP_DEVICE,
-                    batch_size=settings.ENCODE_BATCH_SIZE,
-                    image_tower=image_tower,
-                )
+                _encoders[spec] = _load(spec, image_tower=image_tower)
             except ModelWeightsUnavailable:
                 raise
             except Exception as error:  # open_clip/huggingface errors: offline, bad file
-                raise ModelWeightsUnavailable(
-                    f"Could not load CLIP weights for {spec.name} "
-                    f"({spec.weights_file or spec.pretrained}): {error}\n"
-                    "Without internet access, download the checkpoint on another machine "
-                    "(open_clip_pytorch_model.bin from the model's Hugging Face page) and set "
-                    "CLIP_WEIGHTS_FILE=/path/to/it, or pre-fill the Hugging Face cache "
-                    "(HF_HOME). For tests and benchmarks, CLIP_PRETRAINED=random builds "
-                    "seeded random weights."
-                ) from error
+                raise ModelWeightsUnavailable(cannot_load_message(spec, error)) from error
+            clip = _encoders[spec]
             logger.info(
-                "Loaded CLIP model %s (%s) on %s",
+                "Loaded CLIP model %s (%s) with %s %s on %s",
                 spec.name,
                 "image and text" if image_tower else "text only",
-                _encoders[spec].device,
+                clip.backend,
+                clip.precision,
+                clip.device,
             )
         return _encoders[spec]
 
 
-def _apply_thread_budget() -> None:
-    import torch
+def _load(spec: ModelSpec, *, image_tower: bool) -> ImageEncoding:
+    backend = configured_backend()
+    if backend == "onnx":
+        from gallery.indexing import onnx_clip
 
-    if settings.ENCODER_THREADS > 0 and torch.get_num_threads() != settings.ENCODER_THREADS:
-        torch.set_num_threads(settings.ENCODER_THREADS)
+        try:
+            return onnx_clip.OnnxClipEncoder(
+                spec,
+                precision=settings.CLIP_PRECISION,
+                batch_size=settings.ENCODE_BATCH_SIZE,
+                threads=settings.ENCODER_THREADS,
+                image_tower=image_tower,
+            )
+        except BackendUnavailable as error:
+            if settings.CLIP_BACKEND == "onnx":
+                raise
+            # auto: torch is always there and gives the reference vectors.
+            logger.warning("%s Falling back to torch.", error)
+    return load_torch_encoder(spec, image_tower=image_tower)
+
+
+def prepare_model_files(spec: ModelSpec) -> None:
+    """Export the model for the configured backend if it needs files that are not there yet."""
+    if configured_backend() != "onnx":
+        return
+    from gallery.indexing import onnx_clip
+
+    try:
+        onnx_clip.exported_files(spec, settings.CLIP_PRECISION)
+    except BackendUnavailable as error:
+        if settings.CLIP_BACKEND == "onnx":
+            raise
+        # Each process tries the export again when it loads the model, and runs torch if
+        # that fails too.
+        logger.warning("%s Processes will try again, and use torch if it fails.", error)
+
+
+def load_torch_encoder(spec: ModelSpec, *, image_tower: bool = True, device: str = ""):
+    from gallery.indexing import torch_clip
+
+    torch_clip.set_threads(settings.ENCODER_THREADS)
+    return torch_clip.ClipEncoder(
+        spec,
+        device=device or settings.CLIP_DEVICE,
+        batch_size=settings.ENCODE_BATCH_SIZE,
+        image_tower=image_tower,
+        cache_dir=settings.CLIP_MODEL_CACHE_DIR,
+    )
 
 
 def loaded_encoders() -> list[dict]:
-    """What this process holds: each loaded model, its towers, and torch's thread count."""
-    import sys
-
-    torch = sys.modules.get("torch")  # never imported just to answer this
-    threads = torch.get_num_threads() if torch else None
+    """What this process holds: each loaded model, its backend, towers and threads."""
     with _encoder_lock:
         return [
             {
                 "model": spec.name,
                 "weights": spec.weights_file or spec.pretrained,
+                "backend": clip.backend,
+                "precision": clip.precision,
                 "towers": "image+text" if clip.has_image_tower else "text",
-                "threads": threads,
+                "threads": clip.threads,
             }
             for spec, clip in _encoders.items()
         ]
+
+
+def torch_imported() -> bool:
+    return "torch" in sys.modules
 
 
 def release_encoders(*, keep) -> None:

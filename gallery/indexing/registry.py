@@ -43,7 +43,7 @@ def spec_of(model: EmbeddingModel) -> encoder.ModelSpec:
     )
 
 
-def load_encoder(model: EmbeddingModel, *, image_tower: bool = True) -> encoder.ClipEncoder:
+def load_encoder(model: EmbeddingModel, *, image_tower: bool = True) -> encoder.ImageEncoding:
     """The loaded encoder of a registered model; a failure is recorded on the model's row."""
     try:
         spec = spec_of(model)
@@ -66,6 +66,19 @@ def load_encoder(model: EmbeddingModel, *, image_tower: bool = True) -> encoder.
     if model.load_error:
         _record_load_error(model, "")
     return clip
+
+
+def prepare_model_files() -> list[str]:
+    """Make what the configured backend needs on disk (ONNX exports) for every model in use,
+    without loading a model into this process; returns what could not be prepared."""
+    problems = []
+    for model in models_to_fill():
+        try:
+            encoder.prepare_model_files(spec_of(model))
+        except encoder.ModelWeightsUnavailable as error:
+            _record_load_error(model, str(error))
+            problems.append(f"{model.model_id}: {error}")
+    return problems
 
 
 def _record_load_error(model: EmbeddingModel, message: str) -> None:

@@ -8,7 +8,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from rq import Worker
 
 from gallery.indexing import registry
 from searchsite.paths import PROJECT_DIR
+from searchsite.supervisor import worker_command
 
 
 @dataclass
@@ -47,6 +47,10 @@ class IsolatedLibrary:
             CLIP_WEIGHTS_FILE=settings.CLIP_WEIGHTS_FILE,
             CLIP_RANDOM_SEED=str(settings.CLIP_RANDOM_SEED),
             ENCODE_BATCH_SIZE=str(settings.ENCODE_BATCH_SIZE),
+            # The backend this process chose and the exports it prepared, not the child's own.
+            CLIP_BACKEND=settings.CLIP_BACKEND,
+            CLIP_PRECISION=settings.CLIP_PRECISION,
+            MODEL_FILES_DIR=str(settings.MODEL_FILES_DIR),
         )
         env.update(extra)
         return env
@@ -56,15 +60,7 @@ class IsolatedLibrary:
         """A real encoding worker process on this library's queue, ready when entered."""
         queue = django_rq.get_queue(self.queue_name)
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "searchsite",
-                "rqworker",
-                self.queue_name,
-                "--worker-class",
-                "gallery.indexing.worker.EncodingWorker",
-            ],
+            worker_command(self.queue_name),
             env=self.child_environment(**extra_env),
             cwd=PROJECT_DIR,
             stdout=subprocess.DEVNULL,

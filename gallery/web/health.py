@@ -5,7 +5,7 @@ import os
 import django_rq
 from django.db import connection
 
-from gallery.indexing.encoder import loaded_encoders
+from gallery.indexing.encoder import loaded_encoders, torch_imported
 from gallery.indexing.progress import model_health
 
 
@@ -24,6 +24,11 @@ def check_services() -> dict:
     if report["database"]:
         # Weights that cannot be loaded stop indexing, not the site: reported, not fatal.
         report["models"] = model_health()
-    report["this_process"] = {"pid": os.getpid(), "encoders": loaded_encoders()}
+    report["this_process"] = {
+        "pid": os.getpid(),
+        "encoders": loaded_encoders(),
+        # With ONNX Runtime a web process never needs torch (about 500 MB resident).
+        "torch_imported": torch_imported(),
+    }
     report["ok"] = report["database"] and report["queue"]
     return report

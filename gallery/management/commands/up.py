@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from searchsite.supervisor import run_site
+from searchsite.supervisor import DEFAULT_WEB_WORKERS, DEFAULT_WORKERS, run_site
 
 
 class Command(BaseCommand):
@@ -13,8 +13,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
-        parser.add_argument("--workers", type=int, default=1, help="RQ encoding workers")
-        parser.add_argument("--web-workers", type=int, default=2, help="gunicorn processes")
+        parser.add_argument(
+            "--workers", type=int, default=DEFAULT_WORKERS, help="RQ encoding workers"
+        )
+        parser.add_argument(
+            "--web-workers", type=int, default=DEFAULT_WEB_WORKERS, help="gunicorn processes"
+        )
 
     def handle(self, *args, **options):
         code = run_site(
