@@ -152,3 +152,26 @@ def test_fashion_mnist_reader_decodes_idx_files(tmp_path):
     with PILImage.open(dataset.items[0].path) as first:
         assert first.size == (28, 28)
         assert np.array_equal(np.asarray(first), pixels[0])
+
+
+def test_compare_backends_reports_map_and_top10_overlap_against_torch(shapes_dataset, tmp_path):
+    output = evaluate(
+        shapes_dataset / "captions.csv", "--compare-backends", "--json", tmp_path / "b.json"
+    )
+    figures = json.loads((tmp_path / "b.json").read_text())
+    assert figures["model"] == "vs-test-tiny:random-seed0" and figures["dataset"]["images"] == 18
+    assert set(figures["query_sets"]) == {
+        "class prompt → image",
+        "caption → image",
+        "image → image",
+    }
+    for encoders in figures["query_sets"].values():
+        assert list(encoders) == ["torch fp32", "onnx fp32", "onnx int8"]
+        reference = encoders["torch fp32"]
+        assert reference["top10_overlap"] == 1.0 and reference["mAP_change"] == 0
+        assert 0 < reference["mAP"] <= 1
+        # fp32 ONNX ranks as torch does; int8 stays close on this tiny model.
+        assert encoders["onnx fp32"]["top10_overlap"] >= 0.9
+        assert abs(encoders["onnx fp32"]["mAP_change"]) <= 0.02
+        assert encoders["onnx int8"]["top10_overlap"] >= 0.6
+    assert "top-10 overlap" in output and "onnx int8" in output

@@ -36,6 +36,11 @@ class Command(BaseCommand):
             help="folder for report.html, plots and evaluation.json",
         )
         parser.add_argument("--json", dest="json_path", help="also write the figures here")
+        parser.add_argument(
+            "--compare-backends",
+            action="store_true",
+            help="instead: mAP and top-10 overlap of ONNX fp32 and int8 against torch fp32",
+        )
 
     def handle(
         self,
@@ -51,6 +56,7 @@ class Command(BaseCommand):
         limit_per_class,
         report_dir,
         json_path,
+        compare_backends,
         **options,
     ):
         try:
@@ -68,6 +74,8 @@ class Command(BaseCommand):
             max_queries=max_queries,
             limit_per_class=limit_per_class,
         )
+        if compare_backends:
+            return self._compare_backends(config, json_path)
         if report_dir is None:
             report_dir = Path("reports") / f"{Path(dataset).stem or dataset}-evaluation"
         try:
@@ -107,3 +115,35 @@ class Command(BaseCommand):
                 f"(F1 {suggestion['f1']:.3f}; SEARCH_{kind.upper()}_CONFIDENCE)"
             )
         self.stdout.write(f"Report: {figures['report']}")
+
+    def _compare_backends(self, config, json_path) -> None:
+        try:
+            figures = evaluation.compare_backends(config)
+        except datasets.DatasetError as error:
+            raise CommandError(str(error)) from None
+        if json_path:
+            benchmarks.write_json(json_path, figures)
+        info = figures["dataset"]
+        self.stdout.write(
+            f"Model {figures['model']} (weights: {figures['weights']}); dataset {info['name']} "
+            f"({info['images']} images, {info['classes']} classes); exact ranking"
+        )
+        rows = [
+            [
+                query_set,
+                encoder,
+                row["queries"],
+                row["mAP"],
+                f"{row['mAP_change']:+.4f}",
+                f"{row['top10_overlap']:.1%}",
+            ]
+            for query_set, encoders in figures["query_sets"].items()
+            for encoder, row in encoders.items()
+        ]
+        self.stdout.write(
+            benchmarks.format_table(
+                ["query set", "encoder", "n", "mAP", "vs torch fp32", "top-10 overlap"], rows
+            )
+        )
+        if json_path:
+            self.stdout.write(f"Wrote {json_path}")
