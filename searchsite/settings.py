@@ -93,6 +93,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "gallery.web.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "searchsite.urls"
@@ -211,8 +212,9 @@ CACHES = {
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "visual-search",
         "TIMEOUT": 7 * 24 * 3600,
-        # The cache only saves work: give up quickly rather than stall a search.
-        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        # The cache only saves work: give up quickly rather than stall a search (a failed
+        # call also makes search skip the cache for a while; gallery/search/query_vectors.py).
+        "OPTIONS": {"socket_connect_timeout": 0.25, "socket_timeout": 0.25},
     }
 }
 

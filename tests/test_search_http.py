@@ -230,3 +230,87 @@ def test_gallery_filters_by_indexing_status_and_shows_why_an_image_failed(client
     assert "Could not read the image file: truncated" in page
     assert "failed (1)" in page and "indexed (29)" in page
     assert client.get(reverse("gallery")).content.decode().count('class="card"') == 30
+
+
+@pytest.fixture
+def stalled_redis_cache(settings):
+    """The cache pointed at a socket that accepts connections and never answers: what a
+    Redis stopped with SIGSTOP looks like to its clients."""
+    import socket
+
+    from gallery.search import query_vectors
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    server.setblocking(False)
+    settings.CACHES = {
+        "default": {
+            **settings.CACHES["default"],
+            "LOCATION": f"redis://127.0.0.1:{server.getsockname()[1]}/0",
+        }
+    }
+    query_vectors.clear_text_vector_cache()
+    query_vectors._cache_skipped_until = 0.0
+
+    def connections_since_last_call() -> int:
+        count = 0
+        while True:
+            try:
+                server.accept()[0].close()
+            except BlockingIOError:
+                return count
+            count += 1
+
+    yield connections_since_last_call
+    query_vectors._cache_skipped_until = 0.0
+    server.close()
+
+
+def test_search_answers_with_redis_stalled_and_then_leaves_it_alone(
+    client, indexed_images, stalled_redis_cache
+):
+    first = client.get(reverse("api_search"), {"q": "photo one"})
+    assert first.status_code == 200 and first.json()["results"]
+    assert stalled_redis_cache() >= 1  # it tried the cache once, and gave up
+    again = client.get(reverse("api_search"), {"q": "another new text"})
+    assert again.status_code == 200 and again.json()["results"]
+    assert stalled_redis_cache() == 0  # within CACHE_RETRY_SECONDS the cache is skipped
+
+    # A query image cannot be kept for paging: the page answers at once instead.
+    with open(indexed_images[3].file.path, "rb") as original:
+        page = client.post(
+            reverse("search"), {"image": SimpleUploadedFile("q.png", original.read())}
+        )
+    assert page.status_code == 200 and 'class="card"' in page.content.decode()
+
+
+def test_pages_and_the_api_answer_503_while_the_database_is_gone(client, caplog):
+    import socket
+
+    from django.db import connection
+
+    with socket.socket() as probe:  # a port nothing listens on: the database is gone
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    original = dict(connection.settings_dict)
+    connection.close()
+    connection.settings_dict.update(HOST="127.0.0.1", PORT=str(dead_port))
+    try:
+        answers = [
+            client.get(reverse("api_search"), {"q": "a red bicycle"}),
+            client.get(reverse("gallery")),
+            client.get(reverse("search"), {"q": "a red bicycle"}),
+            client.get(reverse("api_search"), {"q": "a blue bicycle"}),
+        ]
+    finally:
+        connection.close()
+        connection.settings_dict.update(original)
+    api, gallery, page, api_again = answers
+    assert api.status_code == 503 and api_again.status_code == 503
+    assert "database is unavailable" in api.json()["error"]["message"]
+    assert gallery.status_code == 503 and page.status_code == 503
+    assert "Temporarily unavailable" in gallery.content.decode()
+    assert gallery["Retry-After"] == "10"
+    logged = [r for r in caplog.records if r.name == "gallery.web.middleware"]
+    assert len(logged) == 1  # once per interval, not once per request

@@ -7,6 +7,7 @@ switch.
 import hashlib
 import logging
 import threading
+import time
 from collections import OrderedDict
 
 import numpy as np
@@ -45,19 +46,36 @@ def text_vector(text: str, model=None) -> np.ndarray:
     return vector
 
 
-def _cached_in_redis(key: str) -> np.ndarray | None:
-    try:
-        raw = cache.get(key)
-    except Exception:  # the cache is an optimisation; search works without Redis
+# After a failed cache call the cache is left alone for this long: with Redis paused, every
+# search used to wait for two socket timeouts (a read and a write).
+CACHE_RETRY_SECONDS = 30
+_cache_skipped_until = 0.0
+
+
+def _cache_call(operation, *args, **kwargs):
+    """A Redis cache call, or None while Redis is failing (the cache only saves work)."""
+    global _cache_skipped_until
+    if time.monotonic() < _cache_skipped_until:
         return None
+    try:
+        return operation(*args, **kwargs)
+    except Exception as error:
+        _cache_skipped_until = time.monotonic() + CACHE_RETRY_SECONDS
+        logger.warning(
+            "The Redis cache is unavailable (%s); searching without it for %d s",
+            error,
+            CACHE_RETRY_SECONDS,
+        )
+        return None
+
+
+def _cached_in_redis(key: str) -> np.ndarray | None:
+    raw = _cache_call(cache.get, key)
     return None if raw is None else np.frombuffer(raw, dtype=np.float32)
 
 
 def _store_in_redis(key: str, vector: np.ndarray) -> None:
-    try:
-        cache.set(key, vector.astype(np.float32).tobytes())
-    except Exception:
-        logger.warning("Could not cache a text vector in Redis", exc_info=True)
+    _cache_call(cache.set, key, vector.astype(np.float32).tobytes())
 
 
 def preload_text_encoder() -> None:
@@ -74,11 +92,13 @@ def clear_text_vector_cache() -> None:
 
 
 def remember_query_image(vector: np.ndarray) -> str:
-    """Keep an uploaded query image's vector for paging; returns its token."""
+    """Keep an uploaded query image's vector for paging; returns its token, or "" when Redis
+    cannot keep it (the caller then answers at once, without paging)."""
     data = np.asarray(vector, dtype=np.float32).tobytes()
     token = hashlib.sha256(data).hexdigest()[:32]
-    cache.set(_query_image_key(token), data, timeout=24 * 3600)
-    return token
+    key = _query_image_key(token)
+    stored = _cache_call(lambda: cache.set(key, data, timeout=24 * 3600) or True)
+    return token if stored else ""
 
 
 def _query_image_key(token: str) -> str:
@@ -87,7 +107,7 @@ def _query_image_key(token: str) -> str:
 
 def recall_query_image(token: str) -> np.ndarray:
     """A remembered query image's vector; after a model switch it has to be uploaded again."""
-    raw = cache.get(_query_image_key(token)) if token.isalnum() else None
+    raw = _cache_call(cache.get, _query_image_key(token)) if token.isalnum() else None
     if raw is None:
         raise SearchError("image", "The query image has expired; upload it again.")
     return np.frombuffer(raw, dtype=np.float32)

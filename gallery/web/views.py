@@ -160,10 +160,14 @@ def search_page(request):
         if request.method == "POST":
             # Only encode the posted image; the GET after the redirect searches (once).
             # Paging and sharing use GET; the uploaded image is remembered by its token.
-            _, token = _query_image(form)
-            page = form.cleaned_data["page"] or 1
-            return redirect(reverse("search") + "?" + _paging_query(form, token, page))
-        results, token = _search(form)
+            vector, token = _query_image(form)
+            if token:
+                page = form.cleaned_data["page"] or 1
+                return redirect(reverse("search") + "?" + _paging_query(form, token, page))
+            # Redis could not keep the image for paging: answer this page at once.
+            results = selector.search_images(form.search_request(image_vector=vector))
+        else:
+            results, token = _search(form)
     except SearchError as error:
         form.add_error(error.parameter if error.parameter in form.fields else None, str(error))
         return render(request, "gallery/search.html", context, status=400)

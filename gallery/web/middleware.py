@@ -1,0 +1,56 @@
+"""A lost database is a 503 people can read, not Django's bare "Server Error (500)"."""
+
+import logging
+import threading
+import time
+
+from django.db import InterfaceError, OperationalError
+from django.http import HttpResponse, JsonResponse
+from django.template.loader import render_to_string
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 10
+# While PostgreSQL is down every request fails; one line per interval says so, instead of a
+# traceback per request (12 MB of log in 40 s, measured).
+LOG_EVERY_SECONDS = 60
+MESSAGE = "The library's database is unavailable right now; try again in a moment."
+
+
+class DatabaseUnavailableMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self._last_logged = 0.0
+        self._suppressed = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if not isinstance(exception, (OperationalError, InterfaceError)):
+            return None
+        self._log(exception)
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        if request.path.startswith("/api/") or (
+            request.accepts("application/json") and not request.accepts("text/html")
+        ):
+            body = {"error": {"parameter": None, "message": MESSAGE}}
+            return JsonResponse(body, status=503, headers=headers)
+        # Rendered without the request: context processors would reach for the database.
+        page = render_to_string("unavailable.html", {"message": MESSAGE})
+        return HttpResponse(page, status=503, headers=headers)
+
+    def _log(self, exception) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last_logged < LOG_EVERY_SECONDS:
+                self._suppressed += 1
+                return
+            suppressed, self._suppressed, self._last_logged = self._suppressed, 0, now
+        logger.error(
+            "Database unavailable: %s (%d more such requests in the last %d s answered 503)",
+            str(exception).strip().splitlines()[0] if str(exception).strip() else exception,
+            suppressed,
+            LOG_EVERY_SECONDS,
+        )
