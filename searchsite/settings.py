@@ -233,8 +233,6 @@ FILE_UPLOAD_HANDLERS = [
     "django.core.files.uploadhandler.MemoryFileUploadHandler",
     "django.core.files.uploadhandler.TemporaryFileUploadHandler",
 ]
-# Images still `pending` this long after being queued are treated as lost by `requeue`.
-STUCK_AFTER_SECONDS = env_int("STUCK_AFTER_SECONDS", 900)
 
 LOGGING = {
     "version": 1,

@@ -26,7 +26,8 @@ DEFAULT_WORKERS = 1
 DEFAULT_WEB_WORKERS = 2
 PR_SET_PDEATHSIG = 1
 # `up` recovers images left pending by a crash or a Redis outage, so no cron job is needed.
-REQUEUE_EVERY_SECONDS = 300
+# `requeue` never queues an image a live job holds, so it can run this often.
+REQUEUE_EVERY_SECONDS = 30
 
 
 def _die_with_parent() -> None:
@@ -170,11 +171,11 @@ def _prepare_models(out) -> None:
         out.write(f"{problem}\n")
 
 
-def _requeue_stuck_images(out) -> None:
-    from gallery.indexing.queueing import requeue_stuck_images
+def _requeue_lost_images(out) -> None:
+    from gallery.indexing.queueing import requeue_lost_images
 
     try:
-        queued = requeue_stuck_images()
+        queued = requeue_lost_images()
     except Exception as error:  # the site keeps serving; the next round tries again
         out.write(f"Could not re-queue pending images: {error}\n")
         return
@@ -203,7 +204,7 @@ def run_site(*, host: str, port: int, workers: int, web_workers: int, out) -> in
         next_requeue = 0.0
         while not stop_requested.wait(1.0):
             if time.monotonic() >= next_requeue:
-                _requeue_stuck_images(out)
+                _requeue_lost_images(out)
                 next_requeue = time.monotonic() + REQUEUE_EVERY_SECONDS
             if site.web.poll() is not None:
                 out.write(f"gunicorn exited with code {site.web.returncode}; stopping.\n")

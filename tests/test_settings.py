@@ -54,7 +54,17 @@ def test_docker_compose_wires_db_redis_web_and_scalable_workers():
     assert "container_name" not in worker and "ports" not in worker
     assert "rqworker" in " ".join(worker["command"])
     assert "migrate" in " ".join(services["web"]["command"])
+    assert "prepare_models" in " ".join(services["web"]["command"])
     assert {"pgdata", "media"} <= set(compose["volumes"])
+    # Workers listen on the queue the site enqueues to; images a lost job held are re-queued.
+    assert "${ENCODING_QUEUE:-default}" in worker["command"]
+    assert services["web"]["environment"]["ENCODING_QUEUE"] == "${ENCODING_QUEUE:-default}"
+    assert "requeue" in " ".join(services["requeue"]["command"])
+    assert services["requeue"]["environment"]["DATABASE_URL"].startswith("postgres://")
+    # ONNX exports are shared by web and workers on the models volume.
+    for name in ("web", "worker"):
+        assert services[name]["environment"]["MODEL_FILES_DIR"] == "/models/onnx"
+        assert "models:/models" in services[name]["volumes"]
 
 
 def test_given_urls_are_used_and_no_embedded_server_is_started(tmp_path, settings):

@@ -2,17 +2,17 @@
 
 An image's vectors and status are written in one transaction after its whole batch is
 encoded, so a worker killed mid-batch leaves those images `pending` (or without the next
-model's vector) and queued long ago, which `requeue` finds. Encoding is idempotent: a vector
+model's vector) with no live job, which `requeue` finds. Encoding is idempotent: a vector
 already stored is not made again unless a re-index forces it.
 """
 
 import logging
-from datetime import timedelta
+import socket
 
 import django_rq
+import psutil
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -76,19 +76,58 @@ def images_waiting_for_vectors():
     return waiting
 
 
-def requeue_stuck_images(*, stuck_after: timedelta | None = None) -> int:
-    """Queue every image waiting for a vector that was never queued or was queued too long ago."""
-    if stuck_after is None:
-        stuck_after = timedelta(seconds=settings.STUCK_AFTER_SECONDS)
-    cutoff = timezone.now() - stuck_after
-    stuck = images_waiting_for_vectors().filter(
-        Q(queued_at__isnull=True) | Q(queued_at__lte=cutoff)
-    )
-    waiting = stuck.filter(status=Image.Status.PENDING).order_by("pk")
-    filling = stuck.exclude(status=Image.Status.PENDING).order_by("pk")
+def requeue_lost_images() -> int:
+    """Queue every image waiting for a vector that no live job will encode, whatever its age:
+    never queued (Redis was down), or its job was lost (the worker died, the queue was
+    emptied). Images a queued or running job holds are left alone, so running this
+    often never queues an image twice."""
+    waiting_ids = set(images_waiting_for_vectors().values_list("pk", flat=True))
+    if not waiting_ids:
+        return 0
+    try:
+        held = images_with_live_jobs(django_rq.get_queue(settings.ENCODING_QUEUE))
+    except RedisError as error:
+        logger.warning("Queue unreachable (%s): nothing re-queued this time.", error)
+        return 0
+    lost = Image.objects.filter(pk__in=waiting_ids - held)
+    waiting = lost.filter(status=Image.Status.PENDING).order_by("pk")
+    filling = lost.exclude(status=Image.Status.PENDING).order_by("pk")
     return enqueue_now(waiting.values_list("pk", flat=True)) + enqueue_now(
         filling.values_list("pk", flat=True), background=True
     )
+
+
+def images_with_live_jobs(queue) -> set[int]:
+    """Images that a job waiting in the queue, or running on a live worker, will encode.
+
+    Read from RQ's own queue and started-job registry. A running job's worker counts as
+    dead when it is no longer registered, or when it ran on this host and its process is
+    gone (a SIGKILLed worker stays registered until its heartbeat expires, minutes later).
+    """
+    from rq.job import Job
+    from rq.registry import StartedJobRegistry
+    from rq.worker import Worker
+
+    job_ids = list(queue.get_job_ids())
+    running = StartedJobRegistry(queue=queue).get_job_ids(cleanup=False)
+    workers = {worker.name: worker for worker in Worker.all(queue=queue)}
+    jobs = Job.fetch_many(job_ids + running, connection=queue.connection)
+    held: set[int] = set()
+    for job in jobs:
+        if job is None or job.func_name != ENCODE_JOB:
+            continue
+        if job.id in running and not _worker_alive(workers.get(job.worker_name or "")):
+            continue
+        held.update(job.args[0])
+    return held
+
+
+def _worker_alive(worker) -> bool:
+    if worker is None:
+        return False
+    if worker.hostname == socket.gethostname() and worker.pid:
+        return psutil.pid_exists(worker.pid)
+    return True
 
 
 REINDEX_SCOPES = ("all", "failed", "stale")
