@@ -89,7 +89,23 @@ def web_command(host: str, port: int, web_workers: int) -> list[str]:
         "120",
         "--access-logfile",
         "-",
+        *_control_socket_options(),
     ]
+
+
+# A Unix socket path may not be longer than this (108 bytes with the terminator on Linux).
+MAX_SOCKET_PATH = 100
+
+
+def _control_socket_options() -> list[str]:
+    """gunicorn's control socket in this instance's data directory: its default,
+    ~/.gunicorn/gunicorn.ctl, is shared by every gunicorn of the user, so a second `up`
+    took over the first one's."""
+    socket_path = settings.DATA_DIR / "run" / "gunicorn.ctl"
+    if len(str(socket_path)) > MAX_SOCKET_PATH:
+        return ["--no-control-socket"]  # nothing of ours uses it
+    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    return ["--control-socket", str(socket_path)]
 
 
 def wait_until_serving(url: str, web: subprocess.Popen, timeout: float = 60) -> bool:

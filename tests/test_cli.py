@@ -118,3 +118,15 @@ def test_evaluate_without_the_evaluation_extra_says_what_to_install(tmp_path, se
     assert result.returncode == 1
     assert "pip install 'visual-search[evaluation]'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_gunicorn_control_socket_lives_in_the_data_directory(settings, tmp_path):
+    from searchsite.supervisor import web_command
+
+    settings.DATA_DIR = tmp_path / "site"
+    command = web_command("127.0.0.1", 8000, 2)
+    socket_path = command[command.index("--control-socket") + 1]
+    assert socket_path == str(tmp_path / "site" / "run" / "gunicorn.ctl")
+    assert (tmp_path / "site" / "run").is_dir()
+    settings.DATA_DIR = tmp_path / ("deep" * 30)  # too long for a Unix socket path
+    assert "--no-control-socket" in web_command("127.0.0.1", 8000, 2)
