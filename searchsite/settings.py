@@ -122,6 +122,10 @@ if not DATABASE_URL:
         "PostgreSQL server with pgvector (postgres://user:password@host:5432/dbname)."
     )
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+# A database that does not answer is reported (a 503) after seconds, not after gunicorn's
+# 120 s worker timeout; a connection kept between requests is checked before it is reused.
+DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 3
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 REDIS_URL = env_str("REDIS_URL")
 if not REDIS_URL:

@@ -51,10 +51,10 @@ def test_concurrent_processes_export_a_model_once(tmp_path):
         "from gallery.indexing import encoder, onnx_clip;"
         "exports = [];"
         "export = onnx_clip._export_in_child_process;"
-        "onnx_clip._export_in_child_process = lambda *a: (exports.append(1), export(*a));"
+        "onnx_clip._export_in_child_process = lambda *a: exports.append(export(*a));"
         "spec = encoder.ModelSpec(name='vs-test-tiny', pretrained='random', random_seed=3);"
         "folder, manifest = onnx_clip.exported_files(spec, 'int8');"
-        "print(len(exports), manifest['precisions']['int8']['text'])"
+        "print(sum(exports), manifest['precisions']['int8']['text'])"
     )
     env = {
         **os.environ,
@@ -122,3 +122,23 @@ def test_int8_vectors_do_not_depend_on_their_batch_mates(settings, tmp_path):
         clip.encode_texts(["beach", "sunset", "people"])[0],
         atol=1e-6,
     )
+
+
+def test_a_failed_export_is_not_retried_by_every_process_until_prepare_models(settings, tmp_path):
+    settings.MODEL_FILES_DIR = tmp_path
+    spec = encoder.ModelSpec(name="vs-test-tiny", pretrained="random", random_seed=4)
+    folder = onnx_clip.model_files_dir(spec)
+    marker = onnx_clip.failure_marker(folder, "int8")
+    marker.write_text(json.dumps({"error": "int8 ONNX vectors differ from torch's"}))
+
+    with pytest.raises(encoder.BackendUnavailable, match="failed earlier.*prepare_models"):
+        onnx_clip.exported_files(spec, "int8")
+    assert not folder.exists()  # nothing was exported again
+    settings.CLIP_BACKEND = "auto"  # auto runs the model in torch meanwhile
+    assert encoder.get_encoder(spec, image_tower=False).backend == "torch"
+    encoder.release_encoders(keep=[])
+
+    assert encoder.prepare_model_files(spec) == ""  # tries again, and succeeds this time
+    assert not marker.exists()
+    assert encoder.get_encoder(spec, image_tower=False).backend == "onnx"
+    encoder.release_encoders(keep=[])

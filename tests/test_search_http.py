@@ -280,9 +280,13 @@ def test_search_answers_with_redis_stalled_and_then_leaves_it_alone(
     # A query image cannot be kept for paging: the page answers at once instead.
     with open(indexed_images[3].file.path, "rb") as original:
         page = client.post(
-            reverse("search"), {"image": SimpleUploadedFile("q.png", original.read())}
+            reverse("search"),
+            {"image": SimpleUploadedFile("q.png", original.read()), "page_size": "5"},
         )
-    assert page.status_code == 200 and 'class="card"' in page.content.decode()
+    html = page.content.decode()
+    assert page.status_code == 200 and html.count('class="card"') == 5
+    # Other pages would search without the image: none are offered.
+    assert "could not be kept for other pages" in html and "page=2" not in html
 
 
 def test_pages_and_the_api_answer_503_while_the_database_is_gone(client, caplog):
@@ -314,3 +318,4 @@ def test_pages_and_the_api_answer_503_while_the_database_is_gone(client, caplog)
     assert gallery["Retry-After"] == "10"
     logged = [r for r in caplog.records if r.name == "gallery.web.middleware"]
     assert len(logged) == 1  # once per interval, not once per request
+    assert not [r for r in caplog.records if r.name == "django.request"]

@@ -1,9 +1,9 @@
 """The CLIP model: which backend runs it, loading once per process, decoding and normalising.
 
-Two backends give the same vectors: `torch_clip` (open_clip in torch: the reference, and the
-GPU path) and `onnx_clip` (ONNX Runtime on the CPU, fp32 or int8, from files exported once
-per model by `onnx_export`). Nothing outside these four modules imports open_clip, torch or
-onnxruntime.
+Two backends give matching vectors (checked when a model is exported): `torch_clip`
+(open_clip in torch: the reference, and the GPU path) and `onnx_clip` (ONNX Runtime on the
+CPU, fp32 or int8, from files exported once per model by `onnx_export`). Nothing outside
+these four modules imports open_clip, torch or onnxruntime.
 """
 
 import hashlib
@@ -175,17 +175,31 @@ def cannot_load_message(spec: ModelSpec, error: Exception) -> str:
 def configured_backend() -> str:
     """The backend CLIP_BACKEND names; `auto` is ONNX Runtime on the CPU and torch on a GPU.
 
-    Whether there is a GPU is read from the NVIDIA driver's device node, not from torch: a
-    web process on the CPU should not import torch just to find out.
+    Whether there is a GPU is read from the NVIDIA driver's device node and torch's build
+    information, without importing torch: a web process on the CPU should not load it just
+    to find out.
     """
     backend = settings.CLIP_BACKEND
     if backend != "auto":
         return backend
     if settings.CLIP_DEVICE == "cuda" or (
-        settings.CLIP_DEVICE == "auto" and os.path.exists("/dev/nvidiactl")
+        settings.CLIP_DEVICE == "auto" and os.path.exists("/dev/nvidiactl") and _torch_has_cuda()
     ):
         return "torch"
     return "onnx"
+
+
+def _torch_has_cuda() -> bool:
+    """Whether the installed torch is a CUDA build, read from torch/version.py without
+    importing torch (a CPU-only torch on a GPU host would run the slow path)."""
+    package = importlib.util.find_spec("torch")
+    for folder in (package.submodule_search_locations or []) if package else []:
+        version = Path(folder) / "version.py"
+        if version.is_file():
+            for line in version.read_text().splitlines():
+                if line.startswith("cuda"):
+                    return "None" not in line.split("=", 1)[-1]
+    return False
 
 
 def get_encoder(spec: ModelSpec | None = None, *, image_tower: bool = True) -> ImageEncoding:
@@ -236,20 +250,22 @@ def _load(spec: ModelSpec, *, image_tower: bool) -> ImageEncoding:
     return load_torch_encoder(spec, image_tower=image_tower)
 
 
-def prepare_model_files(spec: ModelSpec) -> None:
-    """Export the model for the configured backend if it needs files that are not there yet."""
+def prepare_model_files(spec: ModelSpec) -> str:
+    """Export the model for the configured backend if it needs files that are not there yet,
+    trying again an export that failed before. Returns a warning when `auto` will fall back
+    to torch for this model; raises when `onnx` was asked for and cannot be had."""
     if configured_backend() != "onnx":
-        return
+        return ""
     from gallery.indexing import onnx_clip
 
     try:
-        onnx_clip.exported_files(spec, settings.CLIP_PRECISION)
+        onnx_clip.exported_files(spec, settings.CLIP_PRECISION, retry_failed=True)
     except BackendUnavailable as error:
         if settings.CLIP_BACKEND == "onnx":
             raise
-        # Each process tries the export again when it loads the model, and runs torch if
-        # that fails too.
-        logger.warning("%s Processes will try again, and use torch if it fails.", error)
+        logger.warning("%s Processes will use torch for this model.", error)
+        return f"{error} Processes will use torch for this model."
+    return ""
 
 
 def load_torch_encoder(spec: ModelSpec, *, image_tower: bool = True, device: str = ""):

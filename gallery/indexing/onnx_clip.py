@@ -19,7 +19,6 @@ import ftfy
 import numpy as np
 import onnxruntime
 from django.conf import settings
-from filelock import FileLock, Timeout
 from PIL import Image as PILImage
 from tokenizers import Tokenizer
 
@@ -55,35 +54,53 @@ def read_manifest(folder: Path) -> dict | None:
         return None
 
 
-def exported_files(spec: ModelSpec, precision: str) -> tuple[Path, dict]:
+def failure_marker(folder: Path, precision: str) -> Path:
+    return folder.parent / f"{folder.name}.failed-{precision}.json"
+
+
+def exported_files(
+    spec: ModelSpec, precision: str, *, retry_failed: bool = False
+) -> tuple[Path, dict]:
     """The folder and manifest of this model's ONNX files, exporting them first if needed.
 
-    Concurrent processes (gunicorn workers, RQ workers) wait on one lock; the first exports,
-    the others find the manifest written when it is done.
+    The export runs in a child process that holds the model's file lock, so concurrent
+    processes (gunicorn workers, RQ workers) export once and the others find the manifest.
+    An export that failed its checks is not tried again by every process: it says why at
+    once until `prepare_models` (`retry_failed`) tries again.
     """
     folder = model_files_dir(spec)
     manifest = read_manifest(folder)
     if manifest and precision in manifest["precisions"]:
         return folder, manifest
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with FileLock(f"{folder}.lock", timeout=EXPORT_TIMEOUT_SECONDS):
-            manifest = read_manifest(folder)
-            if not manifest or precision not in manifest["precisions"]:
-                _export_in_child_process(spec, folder, precision)
-                manifest = read_manifest(folder)
-    except Timeout:
+    marker = failure_marker(folder, precision)
+    if marker.exists() and not retry_failed:
+        reason = json.loads(marker.read_text()).get("error", "")
         raise BackendUnavailable(
-            f"Waited {EXPORT_TIMEOUT_SECONDS} s for another process exporting {spec.model_id} "
-            f"to ONNX ({folder}.lock)."
-        ) from None
+            f"The ONNX export of {spec.model_id} failed earlier: {reason} "
+            "(`visual-search prepare_models` tries again)."
+        )
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _export_in_child_process(spec, folder, precision)
+    manifest = read_manifest(folder)
     if not manifest or precision not in manifest["precisions"]:
         raise BackendUnavailable(f"The ONNX export of {spec.model_id} left no {precision} files.")
     return folder, manifest
 
 
-def _export_in_child_process(spec: ModelSpec, folder: Path, precision: str) -> None:
-    """Run the export in its own interpreter: the torch model it needs is gone when it ends."""
+def _die_with_parent() -> None:
+    # An export whose parent was killed must not go on alone: it would hold the lock.
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _export_in_child_process(spec: ModelSpec, folder: Path, precision: str) -> bool:
+    """Run the export in its own interpreter: the torch model it needs is gone when it ends.
+    Returns whether it exported (False: another process had done it meanwhile)."""
     logger.info("Exporting %s to ONNX (%s) in %s", spec.model_id, precision, folder)
     command = [
         sys.executable,
@@ -106,11 +123,21 @@ def _export_in_child_process(spec: ModelSpec, folder: Path, precision: str) -> N
     ]
     if settings.CLIP_MODEL_CACHE_DIR:
         command += ["--cache-dir", settings.CLIP_MODEL_CACHE_DIR]
-    finished = subprocess.run(
-        command, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_SECONDS, check=False
-    )
+    try:
+        finished = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=EXPORT_TIMEOUT_SECONDS,
+            check=False,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+    except subprocess.TimeoutExpired:
+        raise BackendUnavailable(
+            f"Exporting {spec.model_id} to ONNX took more than {EXPORT_TIMEOUT_SECONDS} s."
+        ) from None
     if finished.returncode == 0:
-        return
+        return bool(json.loads(finished.stdout.strip().splitlines()[-1]).get("exported"))
     try:  # the child's last line says why, as JSON
         reason = json.loads(finished.stdout.strip().splitlines()[-1])["error"]
     except (IndexError, KeyError, ValueError):
@@ -215,6 +242,14 @@ class OnnxClipEncoder(ImageEncoding):
         files: tuple[Path, dict] | None = None,
     ):
         folder, manifest = files or exported_files(spec, precision)
+        try:
+            self._open(folder, manifest, spec, precision, batch_size, threads, image_tower)
+        except Exception as error:  # a deleted or damaged graph, an older manifest
+            raise BackendUnavailable(
+                f"The ONNX files in {folder} cannot be used: {error}"
+            ) from None
+
+    def _open(self, folder, manifest, spec, precision, batch_size, threads, image_tower):
         graphs = manifest["precisions"][precision]
         self.spec = spec
         self.precision = precision

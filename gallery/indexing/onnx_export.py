@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 from PIL import Image as PILImage
 
 from gallery.indexing.encoder import (
@@ -26,9 +27,11 @@ from gallery.indexing.encoder import (
 from gallery.indexing.onnx_clip import (
     EXIT_BACKEND_UNAVAILABLE,
     EXIT_WEIGHTS_UNAVAILABLE,
+    EXPORT_TIMEOUT_SECONDS,
     MANIFEST_NAME,
     RESAMPLING,
     OnnxClipEncoder,
+    failure_marker,
     preprocess_pixels,
     read_manifest,
 )
@@ -83,7 +86,13 @@ def export(spec: ModelSpec, folder: Path, precision: str, *, cache_dir=None) -> 
         _quantize(folder)
         manifest["precisions"]["int8"] = {"text": "text.int8.onnx", "image": "image.int8.onnx"}
     for checked in [precision] if precision == "fp32" else ["fp32", precision]:
-        manifest["precisions"][checked].update(_agreement(reference, folder, manifest, checked))
+        try:
+            manifest["precisions"][checked].update(_agreement(reference, folder, manifest, checked))
+        except BackendUnavailable:
+            del manifest["precisions"][checked]
+            if manifest["precisions"]:  # fp32 passed: keep it for CLIP_PRECISION=fp32
+                _write_manifest(folder, manifest)
+            raise
     manifest["export_seconds"] = round(time.monotonic() - started, 1)
     _write_manifest(folder, manifest)
     return manifest
@@ -255,6 +264,7 @@ def can_trim_padding(model) -> bool:
         hasattr(model, "token_embedding")
         and getattr(model, "attn_mask", None) is not None
         and getattr(model, "text_pool_type", "") == "argmax"
+        and getattr(model, "text_projection", None) is not None
         and getattr(transformer, "batch_first", False)
         and all(
             isinstance(block.attn, torch.nn.MultiheadAttention)
@@ -361,15 +371,27 @@ def main(argv=None) -> int:
         weights_file=options.weights_file,
         random_seed=options.seed,
     )
-    try:
-        manifest = export(spec, options.folder, options.precision, cache_dir=options.cache_dir)
-    except BackendUnavailable as error:
-        print(json.dumps({"error": str(error)}))
-        return EXIT_BACKEND_UNAVAILABLE
-    except ModelWeightsUnavailable as error:
-        print(json.dumps({"error": str(error)}))
-        return EXIT_WEIGHTS_UNAVAILABLE
-    print(json.dumps({"precisions": manifest["precisions"]}))
+    marker = failure_marker(options.folder, options.precision)
+    options.folder.parent.mkdir(parents=True, exist_ok=True)
+    # The lock is held here, in the process that exports (and dies with its parent), not in
+    # the parent: a parent killed mid-export cannot leave an export running unlocked.
+    with FileLock(f"{options.folder}.lock", timeout=EXPORT_TIMEOUT_SECONDS):
+        manifest = read_manifest(options.folder)
+        if manifest and options.precision in manifest["precisions"]:
+            # Another process exported it while this one waited for the lock.
+            print(json.dumps({"precisions": manifest["precisions"], "exported": False}))
+            return 0
+        try:
+            manifest = export(spec, options.folder, options.precision, cache_dir=options.cache_dir)
+        except BackendUnavailable as error:
+            marker.write_text(json.dumps({"error": str(error), "versions": _versions()}))
+            print(json.dumps({"error": str(error)}))
+            return EXIT_BACKEND_UNAVAILABLE
+        except ModelWeightsUnavailable as error:
+            print(json.dumps({"error": str(error)}))
+            return EXIT_WEIGHTS_UNAVAILABLE
+        marker.unlink(missing_ok=True)
+    print(json.dumps({"precisions": manifest["precisions"], "exported": True}))
     return 0
 
 

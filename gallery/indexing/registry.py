@@ -68,17 +68,21 @@ def load_encoder(model: EmbeddingModel, *, image_tower: bool = True) -> encoder.
     return clip
 
 
-def prepare_model_files() -> list[str]:
+def prepare_model_files() -> tuple[list[str], list[str]]:
     """Make what the configured backend needs on disk (ONNX exports) for every model in use,
-    without loading a model into this process; returns what could not be prepared."""
-    problems = []
+    without loading a model into this process. Returns (errors, warnings): models that
+    cannot be loaded, and models that will run in torch instead of ONNX Runtime."""
+    errors, warnings = [], []
     for model in models_to_fill():
         try:
-            encoder.prepare_model_files(spec_of(model))
+            warning = encoder.prepare_model_files(spec_of(model))
         except encoder.ModelWeightsUnavailable as error:
             _record_load_error(model, str(error))
-            problems.append(f"{model.model_id}: {error}")
-    return problems
+            errors.append(f"{model.model_id}: {error}")
+        else:
+            if warning:
+                warnings.append(f"{model.model_id}: {warning}")
+    return errors, warnings
 
 
 def _record_load_error(model: EmbeddingModel, message: str) -> None:

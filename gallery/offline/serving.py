@@ -295,6 +295,8 @@ def process_memory(site: supervisor.SiteProcesses, port: int, web_workers: int) 
             uss = round(memory.uss / 2**20, 1)
         except psutil.AccessDenied:
             memory, uss = process.memory_info(), None
+        except psutil.NoSuchProcess:
+            return  # restarted during the run; its successor is listed
         rows.append(
             {
                 "process": role,
@@ -424,7 +426,8 @@ def run_serving_benchmark(
         }
         # As `up` does: exports are made before the children start, so none of them waits.
         progress("Preparing the model files...")
-        for problem in registry.prepare_model_files():
+        errors, warnings = registry.prepare_model_files()
+        for problem in errors + warnings:
             progress(problem)
         progress(f"Starting gunicorn ({web_workers} workers) and {workers} RQ worker(s)...")
         log_path = Path(log_path or folder / "site.log")

@@ -30,7 +30,11 @@ _text_vectors_lock = threading.Lock()
 def text_vector(text: str, model=None) -> np.ndarray:
     """The active model's vector for `text`, cached in process (LRU) and in Redis."""
     model = model or registry.active_model()
-    key = f"textvec:{hashlib.sha256(f'{model.model_id}|{text}'.encode()).hexdigest()}"
+    # The encoder is part of the key: switching CLIP_PRECISION or the backend does not serve
+    # the other encoder's vectors from Redis.
+    encoding = f"{encoder.configured_backend()}|{settings.CLIP_PRECISION}"
+    digest = hashlib.sha256(f"{model.model_id}|{encoding}|{text}".encode()).hexdigest()
+    key = f"textvec:{digest}"
     with _text_vectors_lock:
         if key in _text_vectors:
             _text_vectors.move_to_end(key)
@@ -96,9 +100,12 @@ def remember_query_image(vector: np.ndarray) -> str:
     cannot keep it (the caller then answers at once, without paging)."""
     data = np.asarray(vector, dtype=np.float32).tobytes()
     token = hashlib.sha256(data).hexdigest()[:32]
-    key = _query_image_key(token)
-    stored = _cache_call(lambda: cache.set(key, data, timeout=24 * 3600) or True)
-    return token if stored else ""
+    try:
+        cache.set(_query_image_key(token), data, timeout=24 * 3600)
+    except Exception as error:  # not through the text cache's breaker: this one matters
+        logger.warning("Could not keep a query image in Redis: %s", error)
+        return ""
+    return token
 
 
 def _query_image_key(token: str) -> str:
@@ -107,7 +114,14 @@ def _query_image_key(token: str) -> str:
 
 def recall_query_image(token: str) -> np.ndarray:
     """A remembered query image's vector; after a model switch it has to be uploaded again."""
-    raw = _cache_call(cache.get, _query_image_key(token)) if token.isalnum() else None
+    if not token.isalnum():
+        raise SearchError("image", "The query image has expired; upload it again.")
+    try:
+        raw = cache.get(_query_image_key(token))
+    except Exception:
+        raise SearchError(
+            "image", "The query image cannot be recalled right now; upload it again."
+        ) from None
     if raw is None:
         raise SearchError("image", "The query image has expired; upload it again.")
     return np.frombuffer(raw, dtype=np.float32)

@@ -23,7 +23,11 @@ def check_services() -> dict:
         report["queue_error"] = str(error)
     if report["database"]:
         # Weights that cannot be loaded stop indexing, not the site: reported, not fatal.
-        report["models"] = model_health()
+        try:
+            report["models"] = model_health()
+        except Exception as error:  # the database went away between the two queries
+            report["database"] = False
+            report["database_error"] = str(error)
     report["this_process"] = {
         "pid": os.getpid(),
         "encoders": loaded_encoders(),

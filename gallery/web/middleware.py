@@ -35,11 +35,15 @@ class DatabaseUnavailableMiddleware:
         if request.path.startswith("/api/") or (
             request.accepts("application/json") and not request.accepts("text/html")
         ):
-            body = {"error": {"parameter": None, "message": MESSAGE}}
-            return JsonResponse(body, status=503, headers=headers)
-        # Rendered without the request: context processors would reach for the database.
-        page = render_to_string("unavailable.html", {"message": MESSAGE})
-        return HttpResponse(page, status=503, headers=headers)
+            response = JsonResponse(
+                {"error": {"parameter": None, "message": MESSAGE}}, status=503, headers=headers
+            )
+        else:
+            # Rendered without the request: context processors would reach for the database.
+            page = render_to_string("unavailable.html", {"message": MESSAGE})
+            response = HttpResponse(page, status=503, headers=headers)
+        response._has_been_logged = True  # logged above, once per interval; not per request
+        return response
 
     def _log(self, exception) -> None:
         with self._lock:

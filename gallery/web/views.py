@@ -128,6 +128,12 @@ def _search(form: SearchForm) -> tuple[selector.SearchResults, str]:
     return selector.search_images(form.search_request(image_vector=vector)), token
 
 
+def _pageable(form: SearchForm, token: str) -> bool:
+    """Whether other pages can repeat this search: not when a query image could not be kept
+    (Redis unavailable), since a page without it would search for something else."""
+    return bool(token) or form.cleaned_data.get("image") is None
+
+
 def _paging_query(form: SearchForm, token: str, page: int) -> str:
     params = {
         name: value
@@ -175,11 +181,17 @@ def search_page(request):
         # A set-up problem, not the user's: say what the administrator has to do.
         form.add_error(None, f"Search is unavailable: {error}")
         return render(request, "gallery/search.html", context, status=503)
+    pageable = _pageable(form, token)
     context.update(
         results=results,
-        previous_query=_paging_query(form, token, results.page - 1) if results.page > 1 else "",
-        next_query=_paging_query(form, token, results.page + 1) if results.has_next else "",
+        previous_query=_paging_query(form, token, results.page - 1)
+        if pageable and results.page > 1
+        else "",
+        next_query=_paging_query(form, token, results.page + 1)
+        if pageable and results.has_next
+        else "",
         query_image_token=token,
+        query_image_unkept=not pageable,
     )
     return render(request, "gallery/search.html", context)
 
@@ -210,10 +222,10 @@ def api_search(request):
             "page_size": results.page_size,
             "has_next": results.has_next,
             "next": base + _paging_query(form, token, results.page + 1)
-            if results.has_next
+            if results.has_next and _pageable(form, token)
             else None,
             "previous": base + _paging_query(form, token, results.page - 1)
-            if results.page > 1
+            if results.page > 1 and _pageable(form, token)
             else None,
             "image_token": token or None,
             "best_score": results.best_score,

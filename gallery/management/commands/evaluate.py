@@ -2,6 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from gallery.indexing.encoder import ModelWeightsUnavailable
 from gallery.offline import benchmarks, datasets, evaluation, report
 
 
@@ -119,7 +120,7 @@ class Command(BaseCommand):
     def _compare_backends(self, config, json_path) -> None:
         try:
             figures = evaluation.compare_backends(config)
-        except datasets.DatasetError as error:
+        except (datasets.DatasetError, ModelWeightsUnavailable) as error:
             raise CommandError(str(error)) from None
         if json_path:
             benchmarks.write_json(json_path, figures)

@@ -11,9 +11,11 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args, **options):
-        problems = registry.prepare_model_files()
-        for problem in problems:
-            self.stderr.write(problem)
-        if problems:
-            raise CommandError("Some models could not be prepared; see above.")
-        self.stdout.write("Model files are ready.")
+        errors, warnings = registry.prepare_model_files()
+        for message in errors + warnings:
+            self.stderr.write(message)
+        if errors:
+            raise CommandError("Some models cannot be loaded; see above.")
+        self.stdout.write(
+            "Model files are ready." if not warnings else "Ready, with torch for the models above."
+        )
