@@ -134,9 +134,12 @@ if not REDIS_URL:
         "embedded Valkey server when it is unset, or set REDIS_URL=redis://host:6379/0."
     )
 ENCODING_QUEUE = env_str("ENCODING_QUEUE", "default")
-# A connect timeout keeps an upload from hanging on an unreachable Redis (it then stays pending
-# for `requeue`); no read timeout, which would cut the workers' blocking waits for jobs.
-QUEUE_URL = REDIS_URL + ("&" if "?" in REDIS_URL else "?") + "socket_connect_timeout=5"
+# Short timeouts keep an upload from hanging on a stalled or unreachable Redis (the image then
+# stays pending for `requeue`). RQ workers raise the read timeout above their blocking wait
+# for jobs by themselves (rq.Worker._set_connection).
+QUEUE_URL = (
+    REDIS_URL + ("&" if "?" in REDIS_URL else "?") + "socket_connect_timeout=0.5&socket_timeout=0.5"
+)
 RQ_QUEUES = {
     name: {"URL": QUEUE_URL, "DEFAULT_TIMEOUT": env_int("RQ_JOB_TIMEOUT", 600)}
     for name in {"default", ENCODING_QUEUE}

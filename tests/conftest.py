@@ -19,6 +19,17 @@ def fresh_model_registry_cache():
     registry.forget_cached_models()
 
 
+@pytest.fixture(autouse=True)
+def redis_trusted_again():
+    """A test that took Redis away must not leave the next one skipping the queue or cache."""
+    from gallery.indexing import queueing
+    from gallery.search import query_vectors
+
+    yield
+    queueing._queue_skipped_until = 0.0
+    query_vectors._cache_skipped_until = 0.0
+
+
 def active_vector(image) -> np.ndarray:
     """The image's stored vector of the active model."""
     embedding = Embedding.objects.get(image_id=image.pk, model=registry.active_model())

@@ -223,3 +223,46 @@ def test_admin_lists_images_with_progress_and_reindexes_selected(
     run_burst_worker()
     assert Image.objects.filter(status=Image.Status.INDEXED).count() == 2
     assert admin_client.get(reverse("django_rq:home")).status_code == 200
+
+
+def test_uploads_are_kept_without_waiting_on_a_stalled_queue(media_root, queue, settings):
+    """Redis paused (SIGSTOP) accepts connections and never answers: uploads must not wait
+    for it each time, and the images are queued once it answers again."""
+    import socket
+
+    stalled = socket.socket()
+    stalled.bind(("127.0.0.1", 0))
+    stalled.listen(64)
+    stalled.setblocking(False)
+    working_queues = settings.RQ_QUEUES
+    settings.RQ_QUEUES = {
+        "default": {
+            "URL": f"redis://127.0.0.1:{stalled.getsockname()[1]}/0"
+            "?socket_connect_timeout=0.5&socket_timeout=0.5",
+            "DEFAULT_TIMEOUT": 60,
+        }
+    }
+
+    def connections() -> int:
+        count = 0
+        while True:
+            try:
+                stalled.accept()[0].close()
+            except BlockingIOError:
+                return count
+            count += 1
+
+    try:
+        first = ingest_image(data=image_bytes(pattern=71), filename="first.png")
+        assert first.ok and connections() >= 1  # it tried, and gave up after the timeout
+        later = [
+            ingest_image(data=image_bytes(pattern=72 + n), filename=f"{n}.png") for n in range(3)
+        ]
+        assert all(result.ok for result in later)
+        assert connections() == 0  # the next uploads did not wait for it again
+    finally:
+        settings.RQ_QUEUES = working_queues
+        stalled.close()
+    assert set(Image.objects.values_list("status", flat=True)) == {Image.Status.PENDING}
+    assert not Image.objects.filter(queued_at__isnull=False).exists()
+    assert queueing.requeue_lost_images() == 4  # Redis answers again: all four are queued

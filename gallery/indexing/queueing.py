@@ -8,6 +8,7 @@ already stored is not made again unless a re-index forces it.
 
 import logging
 import socket
+import time
 
 import django_rq
 import psutil
@@ -22,6 +23,10 @@ logger = logging.getLogger(__name__)
 
 # By name, so this module sits below the job (tasks -> encoding -> registry -> queueing).
 ENCODE_JOB = "gallery.indexing.tasks.encode_images_job"
+# After Redis fails, enqueueing is skipped this long: with Redis paused, every upload waited
+# for its timeouts (5 uploads sent together took up to 15 s).
+QUEUE_RETRY_SECONDS = 10
+_queue_skipped_until = 0.0
 
 
 def enqueue_encoding(image_ids, *, force: bool = False) -> None:
@@ -40,8 +45,11 @@ def enqueue_now(image_ids, *, force: bool = False, background: bool = False) -> 
     When Redis is unreachable nothing is lost: the images stay `pending` with no queue time,
     and `requeue` queues them later.
     """
+    global _queue_skipped_until
     ids = list(image_ids)
     queued = 0
+    if time.monotonic() < _queue_skipped_until:
+        return 0  # Redis failed a moment ago: no upload waits for it again; requeue catches up
     try:
         queue = django_rq.get_queue(settings.ENCODING_QUEUE)
         for start in range(0, len(ids), settings.ENCODE_BATCH_SIZE):
@@ -50,10 +58,13 @@ def enqueue_now(image_ids, *, force: bool = False, background: bool = False) -> 
             Image.objects.filter(pk__in=chunk).update(queued_at=timezone.now())
             queued += len(chunk)
     except RedisError as error:
+        _queue_skipped_until = time.monotonic() + QUEUE_RETRY_SECONDS
         logger.warning(
-            "Queue unreachable (%s): %d images stay pending until `manage.py requeue`.",
+            "Queue unreachable (%s): %d images stay pending until `requeue` (`up` runs it "
+            "every 30 s); not trying again for %d s.",
             error,
             len(ids) - queued,
+            QUEUE_RETRY_SECONDS,
         )
     return queued
 
@@ -84,11 +95,13 @@ def requeue_lost_images() -> int:
     waiting_ids = set(images_waiting_for_vectors().values_list("pk", flat=True))
     if not waiting_ids:
         return 0
+    global _queue_skipped_until
     try:
         held = images_with_live_jobs(django_rq.get_queue(settings.ENCODING_QUEUE))
     except RedisError as error:
         logger.warning("Queue unreachable (%s): nothing re-queued this time.", error)
         return 0
+    _queue_skipped_until = 0.0  # Redis answered: queue again without waiting
     lost = Image.objects.filter(pk__in=waiting_ids - held)
     waiting = lost.filter(status=Image.Status.PENDING).order_by("pk")
     filling = lost.exclude(status=Image.Status.PENDING).order_by("pk")
