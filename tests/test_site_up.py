@@ -222,3 +222,51 @@ def test_up_restarts_a_killed_valkey_and_images_imported_after_it_get_indexed(tm
         raise
     site.send_signal(signal.SIGTERM)
     assert site.wait(timeout=90) == 0, "".join(seen)
+
+
+def test_up_restarts_a_killed_postgresql_and_the_site_recovers_by_itself(tmp_path):
+    data_dir = tmp_path / "data"
+    env = clean_child_environment(VISUAL_SEARCH_DATA_DIR=str(data_dir))
+    port = free_port()
+    site = subprocess.Popen(
+        [sys.executable, "-m", "searchsite", "up", "--port", str(port), "--web-workers", "1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines, seen = queue.Queue(), []
+    threading.Thread(target=read_lines, args=(site.stdout, lines), daemon=True).start()
+    try:
+        wait_for_line(lines, r"running at http://", timeout=180, seen=seen)
+        base_url = f"http://localhost:{port}/"
+        postmaster = int((data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
+        os.kill(postmaster, signal.SIGKILL)
+
+        wait_for_line(lines, r"PostgreSQL exited; restarted it", timeout=30, seen=seen)
+        assert int((data_dir / "postgres" / "postmaster.pid").read_text().split()[0]) != (
+            postmaster
+        )
+        deadline = time.monotonic() + 30
+        while True:  # the web process reconnects by itself; never a bare 500 meanwhile
+            try:
+                with urllib.request.urlopen(base_url + "api/search?q=photo", timeout=10) as answer:
+                    assert answer.status == 200
+                    break
+            except urllib.error.HTTPError as error:
+                assert error.code == 503 and json.load(error)["error"]["message"]
+            assert time.monotonic() < deadline, "".join(seen)
+            time.sleep(0.5)
+
+        # The worker reconnects too: an image imported now gets indexed.
+        photos = tmp_path / "photos"
+        photos.mkdir()
+        (photos / "after.png").write_bytes(image_bytes(pattern=64))
+        run_cli("import_images", str(photos), env=env)
+        (found,) = wait_for_search_results(base_url, timeout=90)
+        assert found["thumbnail_url"]
+    except BaseException:
+        site.kill()
+        raise
+    site.send_signal(signal.SIGTERM)
+    assert site.wait(timeout=90) == 0, "".join(seen)

@@ -6,6 +6,7 @@ time (measured: 5 s per job against 17 ms in-process). This worker loads the mod
 
 import logging
 
+from django.db import close_old_connections
 from rq.worker import SimpleWorker
 
 logger = logging.getLogger(__name__)
@@ -22,3 +23,12 @@ class EncodingWorker(SimpleWorker):
         except encoder.ModelWeightsUnavailable:
             pass  # recorded on the model and logged; jobs retry loading and keep images pending
         return super().work(*args, **kwargs)
+
+    def execute_job(self, job, queue):
+        # What Django does around each request: a connection that died with the database
+        # (a restart, a failover) is replaced instead of failing every later job.
+        close_old_connections()
+        try:
+            return super().execute_job(job, queue)
+        finally:
+            close_old_connections()
