@@ -1,5 +1,6 @@
 """`visual-search up` on embedded defaults: serves the site, persists data, stops cleanly."""
 
+import contextlib
 import http.cookiejar
 import json
 import os
@@ -11,6 +12,8 @@ import subprocess
 import sys
 import threading
 import time
+import types
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -176,7 +179,10 @@ def test_up_serves_site_on_embedded_servers_and_sigterm_leaves_no_process(tmp_pa
     assert alive == [], f"left running: {[process.cmdline() for process in alive]}"
 
 
-def test_up_restarts_a_killed_valkey_and_images_imported_after_it_get_indexed(tmp_path):
+@contextlib.contextmanager
+def running_up(tmp_path):
+    """`up` on a fresh data directory with one web process; stops it (and checks it stopped
+    cleanly) afterwards. Yields what a test needs to watch and poke it."""
     data_dir = tmp_path / "data"
     env = clean_child_environment(VISUAL_SEARCH_DATA_DIR=str(data_dir))
     port = free_port()
@@ -191,82 +197,71 @@ def test_up_restarts_a_killed_valkey_and_images_imported_after_it_get_indexed(tm
     threading.Thread(target=read_lines, args=(site.stdout, lines), daemon=True).start()
     try:
         wait_for_line(lines, r"running at http://", timeout=180, seen=seen)
-        base_url = f"http://localhost:{port}/"
-        state_file = data_dir / "valkey" / "server.json"
+        yield types.SimpleNamespace(
+            base_url=f"http://localhost:{port}/",
+            data_dir=data_dir,
+            env=env,
+            wait_for=lambda pattern, timeout: wait_for_line(lines, pattern, timeout, seen),
+            output=seen,
+        )
+    except BaseException:
+        site.kill()
+        raise
+    site.send_signal(signal.SIGTERM)
+    assert site.wait(timeout=90) == 0, "".join(seen)
+
+
+def index_a_new_image(site, tmp_path) -> None:
+    """Import one image through the CLI and wait until search finds it (the worker runs)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "after.png").write_bytes(image_bytes(pattern=63))
+    run_cli("import_images", str(photos), env=site.env)
+    (found,) = wait_for_search_results(site.base_url, timeout=90)
+    assert found["thumbnail_url"]
+
+
+def test_up_restarts_a_killed_valkey_and_images_imported_after_it_get_indexed(tmp_path):
+    with running_up(tmp_path) as site:
+        state_file = site.data_dir / "valkey" / "server.json"
         old = json.loads(state_file.read_text())
         os.kill(old["pid"], signal.SIGKILL)
 
-        wait_for_line(lines, r"Valkey exited; restarted it", timeout=15, seen=seen)
+        site.wait_for(r"Valkey exited; restarted it", timeout=15)
         new = json.loads(state_file.read_text())
         assert new["pid"] != old["pid"] and new["url"] == old["url"]  # same port for children
         deadline = time.monotonic() + 15
         while True:
             try:
-                health = json.load(urllib.request.urlopen(base_url + "healthz", timeout=5))
+                health = json.load(urllib.request.urlopen(site.base_url + "healthz", timeout=5))
                 if health["ok"]:
                     break
             except OSError:
                 pass
-            assert time.monotonic() < deadline, "".join(seen)
+            assert time.monotonic() < deadline, "".join(site.output)
             time.sleep(0.5)
-
-        # The worker and the web process reconnect by themselves: a new image gets indexed.
-        photos = tmp_path / "photos"
-        photos.mkdir()
-        (photos / "after.png").write_bytes(image_bytes(pattern=63))
-        run_cli("import_images", str(photos), env=env)
-        (found,) = wait_for_search_results(base_url, timeout=90)
-        assert found["thumbnail_url"]
-    except BaseException:
-        site.kill()
-        raise
-    site.send_signal(signal.SIGTERM)
-    assert site.wait(timeout=90) == 0, "".join(seen)
+        # The worker and the web process reconnect by themselves.
+        index_a_new_image(site, tmp_path)
 
 
 def test_up_restarts_a_killed_postgresql_and_the_site_recovers_by_itself(tmp_path):
-    data_dir = tmp_path / "data"
-    env = clean_child_environment(VISUAL_SEARCH_DATA_DIR=str(data_dir))
-    port = free_port()
-    site = subprocess.Popen(
-        [sys.executable, "-m", "searchsite", "up", "--port", str(port), "--web-workers", "1"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines, seen = queue.Queue(), []
-    threading.Thread(target=read_lines, args=(site.stdout, lines), daemon=True).start()
-    try:
-        wait_for_line(lines, r"running at http://", timeout=180, seen=seen)
-        base_url = f"http://localhost:{port}/"
-        postmaster = int((data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
+    with running_up(tmp_path) as site:
+        pid_file = site.data_dir / "postgres" / "postmaster.pid"
+        postmaster = int(pid_file.read_text().split()[0])
         os.kill(postmaster, signal.SIGKILL)
 
-        wait_for_line(lines, r"PostgreSQL exited; restarted it", timeout=30, seen=seen)
-        assert int((data_dir / "postgres" / "postmaster.pid").read_text().split()[0]) != (
-            postmaster
-        )
+        site.wait_for(r"PostgreSQL exited; restarted it", timeout=30)
+        assert int(pid_file.read_text().split()[0]) != postmaster
         deadline = time.monotonic() + 30
         while True:  # the web process reconnects by itself; never a bare 500 meanwhile
             try:
-                with urllib.request.urlopen(base_url + "api/search?q=photo", timeout=10) as answer:
+                search = site.base_url + "api/search?q=photo"
+                with urllib.request.urlopen(search, timeout=10) as answer:
                     assert answer.status == 200
                     break
             except urllib.error.HTTPError as error:
                 assert error.code == 503 and json.load(error)["error"]["message"]
-            assert time.monotonic() < deadline, "".join(seen)
+            assert time.monotonic() < deadline, "".join(site.output)
             time.sleep(0.5)
-
-        # The worker reconnects too: an image imported now gets indexed.
-        photos = tmp_path / "photos"
-        photos.mkdir()
-        (photos / "after.png").write_bytes(image_bytes(pattern=64))
-        run_cli("import_images", str(photos), env=env)
-        (found,) = wait_for_search_results(base_url, timeout=90)
-        assert found["thumbnail_url"]
-    except BaseException:
-        site.kill()
-        raise
-    site.send_signal(signal.SIGTERM)
-    assert site.wait(timeout=90) == 0, "".join(seen)
+        # The worker replaces its dead connection before the next job.
+        index_a_new_image(site, tmp_path)

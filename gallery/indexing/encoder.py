@@ -131,7 +131,7 @@ class ImageEncoding:
         Decoding runs on a thread pool (Pillow releases the GIL while decoding), so a batch
         of large JPEGs decodes on every core instead of one.
         """
-        return list(_decoding_pool().map(self._prepare_file, paths))
+        return list(decoding_pool().map(self._prepare_file, paths))
 
     def _prepare_file(self, path):
         try:
@@ -153,7 +153,9 @@ _encoder_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 
 
-def _decoding_pool() -> ThreadPoolExecutor:
+def decoding_pool() -> ThreadPoolExecutor:
+    """Threads for decoding and resizing images: Pillow releases the GIL while it works, so
+    a batch of large JPEGs uses every core."""
     global _pool
     if _pool is None:
         _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="decode")

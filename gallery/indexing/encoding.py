@@ -17,8 +17,6 @@ problem, not the image's: statuses stay as they are, the reason is recorded on t
 """
 
 import logging
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 from django.core.files.storage import default_storage
 from django.db import transaction
@@ -190,7 +188,7 @@ def _encoding_sources(images, image_size: int, *, remake: bool = False) -> list:
             sources[image.pk] = image.file.path
         else:
             lacking.append(image)
-    made = _preview_pool().map(lambda image: _make_preview(image, side), lacking)
+    made = encoder.decoding_pool().map(lambda image: _make_preview(image, side), lacking)
     for image, (source, name) in zip(lacking, made, strict=True):
         sources[image.pk] = source
         if name:
@@ -230,14 +228,3 @@ def _record_preview(image: Image, name: str) -> None:
             default_storage.delete(old)
     except Exception:
         logger.exception("Could not record the preview of image %s", image.pk)
-
-
-_pool: ThreadPoolExecutor | None = None
-
-
-def _preview_pool() -> ThreadPoolExecutor:
-    # Pillow releases the GIL while decoding and resizing, so previews are made on every core.
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="preview")
-    return _pool

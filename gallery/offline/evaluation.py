@@ -67,21 +67,10 @@ def run_evaluation(config: EvaluationConfig, *, report_dir: Path | None = None) 
 
     The HTML report is written before the isolated library (and its thumbnails) is dropped.
     """
-    model = {
-        "CLIP_MODEL": config.model or settings.CLIP_MODEL,
-        "CLIP_PRETRAINED": config.pretrained or settings.CLIP_PRETRAINED,
-        "CLIP_WEIGHTS_FILE": config.weights_file
-        if config.weights_file
-        else ("" if config.model or config.pretrained else settings.CLIP_WEIGHTS_FILE),
-    }
+    model = _model_settings(config)
     with tempfile.TemporaryDirectory(prefix="visual-search-eval-") as workdir:
         # Read the dataset first: a bad path fails before any database is created.
-        dataset = datasets.load_dataset(
-            config.dataset,
-            format=config.format,
-            limit_per_class=config.limit_per_class,
-            workdir=Path(workdir),
-        )
+        dataset = _load(config, workdir)
         with override_settings(**model), sandbox.isolated_library("eval") as library:
             labels, captions, duplicates = import_dataset(dataset)
             encode_all(list(labels))
@@ -112,6 +101,25 @@ def run_evaluation(config: EvaluationConfig, *, report_dir: Path | None = None) 
                 examples = example_rankings(queries, rankings, labels, library.media_root)
                 figures["report"] = str(report.write_report(figures, examples, report_dir))
             return figures
+
+
+def _model_settings(config: EvaluationConfig) -> dict:
+    """The model to evaluate: the one the options name, else the configured one."""
+    named = config.model or config.pretrained
+    return {
+        "CLIP_MODEL": config.model or settings.CLIP_MODEL,
+        "CLIP_PRETRAINED": config.pretrained or settings.CLIP_PRETRAINED,
+        "CLIP_WEIGHTS_FILE": config.weights_file or ("" if named else settings.CLIP_WEIGHTS_FILE),
+    }
+
+
+def _load(config: EvaluationConfig, workdir: str):
+    return datasets.load_dataset(
+        config.dataset,
+        format=config.format,
+        limit_per_class=config.limit_per_class,
+        workdir=Path(workdir),
+    )
 
 
 def import_dataset(dataset):
@@ -359,20 +367,15 @@ def compare_backends(config: EvaluationConfig) -> dict:
     from gallery.indexing.encoder import ModelSpec, open_image_for_encoding
     from gallery.offline.benchmarks import load_benchmark_encoder
 
+    model = _model_settings(config)
     spec = ModelSpec(
-        name=config.model or settings.CLIP_MODEL,
-        pretrained=config.pretrained or settings.CLIP_PRETRAINED,
-        weights_file=config.weights_file
-        or ("" if config.model or config.pretrained else settings.CLIP_WEIGHTS_FILE),
+        name=model["CLIP_MODEL"],
+        pretrained=model["CLIP_PRETRAINED"],
+        weights_file=model["CLIP_WEIGHTS_FILE"],
         random_seed=settings.CLIP_RANDOM_SEED,
     )
     with tempfile.TemporaryDirectory(prefix="visual-search-eval-") as workdir:
-        dataset = datasets.load_dataset(
-            config.dataset,
-            format=config.format,
-            limit_per_class=config.limit_per_class,
-            workdir=Path(workdir),
-        )
+        dataset = _load(config, workdir)
         paths = [item.path for item in dataset.items]
         labels = {index: item.label for index, item in enumerate(dataset.items)}
         captions = {index: item.caption for index, item in enumerate(dataset.items)}
