@@ -265,3 +265,16 @@ def test_up_restarts_a_killed_postgresql_and_the_site_recovers_by_itself(tmp_pat
             time.sleep(0.5)
         # The worker replaces its dead connection before the next job.
         index_a_new_image(site, tmp_path)
+
+
+def test_two_up_instances_with_their_own_data_directories_run_side_by_side(tmp_path):
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    with running_up(tmp_path / "one") as one, running_up(tmp_path / "two") as two:
+        for site in (one, two):
+            health = json.load(urllib.request.urlopen(site.base_url + "healthz", timeout=10))
+            assert health["ok"]
+            # Each gunicorn's control socket is its own instance's.
+            assert (site.data_dir / "run" / "gunicorn.ctl").exists()
+        index_a_new_image(one, tmp_path / "one")
+        assert wait_for_search_results(two.base_url, timeout=0) == []  # libraries stay apart
