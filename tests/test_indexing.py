@@ -266,3 +266,24 @@ def test_uploads_are_kept_without_waiting_on_a_stalled_queue(media_root, queue, 
     assert set(Image.objects.values_list("status", flat=True)) == {Image.Status.PENDING}
     assert not Image.objects.filter(queued_at__isnull=False).exists()
     assert queueing.requeue_lost_images() == 4  # Redis answers again: all four are queued
+
+
+def test_requeue_forgets_failed_jobs_whose_images_were_encoded_since(
+    media_root, queue, run_burst_worker
+):
+    from rq.registry import FailedJobRegistry
+
+    images = add_images(3)
+    run_burst_worker()  # all three encoded by their own jobs
+    failed = FailedJobRegistry(queue=queue)
+    stale = queue.enqueue(queueing.ENCODE_JOB, [images[0].pk, images[1].pk])
+    still_waiting = queue.enqueue(queueing.ENCODE_JOB, [images[2].pk])
+    for job in (stale, still_waiting):  # as a database outage leaves them
+        queue.remove(job)
+        failed.add(job, exc_string="OperationalError: the database went away")
+    # The third image waits for a vector again (say a re-index of it failed).
+    Embedding.objects.filter(image_id=images[2].pk).delete()
+    Image.objects.filter(pk=images[2].pk).update(status=Image.Status.PENDING)
+
+    assert queueing.requeue_lost_images() == 1
+    assert failed.get_job_ids() == [still_waiting.id]  # its image still waits: kept to read

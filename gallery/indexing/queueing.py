@@ -102,12 +102,31 @@ def requeue_lost_images() -> int:
         logger.warning("Queue unreachable (%s): nothing re-queued this time.", error)
         return 0
     _queue_skipped_until = 0.0  # Redis answered: queue again without waiting
+    forget_recovered_failures(django_rq.get_queue(settings.ENCODING_QUEUE), waiting_ids)
     lost = Image.objects.filter(pk__in=waiting_ids - held)
     waiting = lost.filter(status=Image.Status.PENDING).order_by("pk")
     filling = lost.exclude(status=Image.Status.PENDING).order_by("pk")
     return enqueue_now(waiting.values_list("pk", flat=True)) + enqueue_now(
         filling.values_list("pk", flat=True), background=True
     )
+
+
+def forget_recovered_failures(queue, waiting_ids: set[int]) -> int:
+    """Delete failed encoding jobs none of whose images still waits for a vector: their
+    images were encoded by a later job, so the failure is history (a database outage left
+    about 110 of them behind). Failures whose images still wait stay, to be read."""
+    from rq.job import Job
+    from rq.registry import FailedJobRegistry
+
+    failed = FailedJobRegistry(queue=queue)
+    forgotten = 0
+    for job in Job.fetch_many(failed.get_job_ids(), connection=queue.connection):
+        if job is None or job.func_name != ENCODE_JOB:
+            continue
+        if not waiting_ids & set(job.args[0]):
+            failed.remove(job, delete_job=True)
+            forgotten += 1
+    return forgotten
 
 
 def images_with_live_jobs(queue) -> set[int]:
