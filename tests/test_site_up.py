@@ -278,3 +278,30 @@ def test_two_up_instances_with_their_own_data_directories_run_side_by_side(tmp_p
             assert (site.data_dir / "run" / "gunicorn.ctl").exists()
         index_a_new_image(one, tmp_path / "one")
         assert wait_for_search_results(two.base_url, timeout=0) == []  # libraries stay apart
+
+
+def test_with_valkey_paused_search_stays_fast_and_imports_are_indexed_after_it_resumes(
+    tmp_path,
+):
+    with running_up(tmp_path) as site:
+        valkey = psutil.Process(
+            json.loads((site.data_dir / "valkey" / "server.json").read_text())["pid"]
+        )
+        photos = tmp_path / "photos"
+        photos.mkdir()
+        (photos / "paused.png").write_bytes(image_bytes(pattern=66))
+        valkey.suspend()  # SIGSTOP: it accepts connections and answers nothing
+        try:
+            for words in ("a red bicycle", "a blue boat", "a green tree"):
+                started = time.monotonic()
+                search = site.base_url + "api/search?" + urllib.parse.urlencode({"q": words})
+                # Closed at once: gunicorn lingers up to 2 s on a connection left open.
+                with urllib.request.urlopen(search, timeout=30) as answer:
+                    assert answer.status == 200
+                assert time.monotonic() - started < 1.0, "a search waited for the paused cache"
+            imported = run_cli("import_images", str(photos), env=site.env)
+            assert "1 could not be queued" in imported.stdout
+        finally:
+            valkey.resume()  # SIGCONT
+        (found,) = wait_for_search_results(site.base_url, timeout=60)
+        assert found["thumbnail_url"]
