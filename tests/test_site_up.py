@@ -111,21 +111,10 @@ def test_up_serves_site_on_embedded_servers_and_sigterm_leaves_no_process(tmp_pa
     assert "1 could not be queued" in imported.stdout
     # Data made by one process must be there for the next: a user created before `up`.
     create_superuser(env)
-    port = free_port()
     cores = os.cpu_count()  # one web process: all of them
-    site = subprocess.Popen(
-        [sys.executable, "-m", "searchsite", "up", "--port", str(port), "--web-workers", "1"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines, seen = queue.Queue(), []
-    threading.Thread(target=read_lines, args=(site.stdout, lines), daemon=True).start()
-    try:
-        line = wait_for_line(lines, r"running at http://", timeout=180, seen=seen)
-        base_url = re.search(r"(http://\S+/)", line).group(1)
-        assert base_url == f"http://localhost:{port}/"
+    with running_up(tmp_path) as site:
+        base_url = re.search(r"(http://\S+/)", site.ready_line).group(1)
+        assert base_url == site.base_url
 
         home = urllib.request.urlopen(base_url)
         assert home.status == 200 and "Gallery" in home.read().decode()
@@ -170,11 +159,7 @@ def test_up_serves_site_on_embedded_servers_and_sigterm_leaves_no_process(tmp_pa
         names = " ".join(" ".join(process.cmdline()) for process in processes)
         assert "gunicorn" in names and "rqworker" in names
         assert "postgres" in names and "valkey-server" in names
-    except BaseException:
-        site.kill()
-        raise
-    site.send_signal(signal.SIGTERM)
-    assert site.wait(timeout=90) == 0, "".join(seen)
+    # `up` has stopped on SIGTERM with exit code 0 (checked by running_up).
     gone, alive = psutil.wait_procs(processes, timeout=30)
     assert alive == [], f"left running: {[process.cmdline() for process in alive]}"
 
@@ -196,16 +181,24 @@ def running_up(tmp_path):
     lines, seen = queue.Queue(), []
     threading.Thread(target=read_lines, args=(site.stdout, lines), daemon=True).start()
     try:
-        wait_for_line(lines, r"running at http://", timeout=180, seen=seen)
+        ready = wait_for_line(lines, r"running at http://", timeout=180, seen=seen)
         yield types.SimpleNamespace(
             base_url=f"http://localhost:{port}/",
+            ready_line=ready,
+            pid=site.pid,
             data_dir=data_dir,
             env=env,
             wait_for=lambda pattern, timeout: wait_for_line(lines, pattern, timeout, seen),
             output=seen,
         )
     except BaseException:
-        site.kill()
+        # SIGTERM first: a SIGKILLed `up` cannot stop the Valkey it started, which then
+        # outlives the failed test.
+        site.terminate()
+        try:
+            site.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            site.kill()
         raise
     site.send_signal(signal.SIGTERM)
     assert site.wait(timeout=90) == 0, "".join(seen)
