@@ -72,6 +72,8 @@ def worker_command(queue: str = "default") -> list[str]:
         queue,
         "--worker-class",
         "gallery.indexing.worker.EncodingWorker",
+        # RQ's scheduler runs the retries of failed jobs (one worker holds its lock).
+        "--with-scheduler",
     ]
 
 
@@ -149,9 +151,14 @@ class SiteProcesses:
     def children(self) -> list[subprocess.Popen]:
         return [self.web, *self.workers]
 
-    def restart_worker(self, index: int) -> None:
-        command = worker_command(self.queue)
-        self.workers[index] = _spawn(command, env=self.worker_env, output=self.output)
+    web_command: list[str] | None = None
+    web_env: dict[str, str] | None = None
+
+    def start_worker(self) -> subprocess.Popen:
+        return _spawn(worker_command(self.queue), env=self.worker_env, output=self.output)
+
+    def start_web(self) -> subprocess.Popen:
+        return _spawn(self.web_command, env=self.web_env, output=self.output)
 
     def stop(self) -> None:
         stop_processes(self.children)
@@ -172,8 +179,9 @@ def start_site_processes(
         _spawn(worker_command(queue), env=worker_env, output=output) for _ in range(workers)
     ]
     web_env = {**env, **thread_budget(web_workers)}
-    web = _spawn(web_command(host, port, web_workers), env=web_env, output=output)
-    return SiteProcesses(web, worker_processes, worker_env, queue, output)
+    command = web_command(host, port, web_workers)
+    web = _spawn(command, env=web_env, output=output)
+    return SiteProcesses(web, worker_processes, worker_env, queue, output, command, web_env)
 
 
 def _prepare_models(out) -> None:
@@ -219,6 +227,43 @@ class ServiceWatch:
         return restarted
 
 
+class ChildWatch:
+    """Restarts a child of `up` (gunicorn, an RQ worker) when it exits, backing off while it
+    keeps dying young, so a child that cannot start does not spin."""
+
+    MAX_BACKOFF_SECONDS = 30
+    YOUNG_SECONDS = 30
+
+    def __init__(self, name: str, out):
+        self.name = name
+        self.out = out
+        self.backoff = 1.0
+        self.started_at = time.monotonic()
+        self.restart_at: float | None = None
+
+    def restart_if_exited(self, process: subprocess.Popen, start) -> subprocess.Popen:
+        """The process to watch from now on: this one while it runs, else a new one once its
+        back-off has passed."""
+        if process.poll() is None:
+            return process
+        now = time.monotonic()
+        if self.restart_at is None:
+            died_young = now - self.started_at < self.YOUNG_SECONDS
+            delay = self.backoff if died_young else 0.0
+            self.backoff = min(self.backoff * 2, self.MAX_BACKOFF_SECONDS) if died_young else 1.0
+            self.restart_at = now + delay
+            self.out.write(
+                f"{self.name} exited with code {process.returncode}; restarting it"
+                + (f" in {delay:.0f} s.\n" if delay else ".\n")
+            )
+            self.out.flush()
+        if now < self.restart_at:
+            return process
+        self.restart_at = None
+        self.started_at = now
+        return start()
+
+
 def _requeue_lost_images(out) -> None:
     from gallery.indexing.queueing import requeue_lost_images
 
@@ -242,7 +287,6 @@ def run_site(*, host: str, port: int, workers: int, web_workers: int, out) -> in
     _prepare_models(out)
     site = start_site_processes(host=host, port=port, workers=workers, web_workers=web_workers)
     url = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}/"
-    exit_code = 0
     try:
         if not wait_until_serving(url, site.web):
             out.write("The web server did not start; see the messages above.\n")
@@ -251,6 +295,8 @@ def run_site(*, host: str, port: int, workers: int, web_workers: int, out) -> in
         out.flush()
         next_requeue = 0.0
         watches = [ServiceWatch("PostgreSQL", out), ServiceWatch("Valkey", out)]
+        web_watch = ChildWatch("gunicorn", out)
+        worker_watches = [ChildWatch("RQ worker", out) for _ in site.workers]
         while not stop_requested.wait(1.0):
             services = current_services()
             if services is not None:
@@ -261,14 +307,11 @@ def run_site(*, host: str, port: int, workers: int, web_workers: int, out) -> in
             if time.monotonic() >= next_requeue:
                 _requeue_lost_images(out)
                 next_requeue = time.monotonic() + REQUEUE_EVERY_SECONDS
-            if site.web.poll() is not None:
-                out.write(f"gunicorn exited with code {site.web.returncode}; stopping.\n")
-                exit_code = 1
-                break
-            for index, worker in enumerate(site.workers):
-                if worker.poll() is not None:
-                    out.write(f"RQ worker exited with code {worker.returncode}; restarting it.\n")
-                    site.restart_worker(index)
+            site.web = web_watch.restart_if_exited(site.web, site.start_web)
+            for index, watch in enumerate(worker_watches):
+                site.workers[index] = watch.restart_if_exited(
+                    site.workers[index], site.start_worker
+                )
     finally:
         out.write("Stopping web server and workers...\n")
         out.flush()
@@ -279,4 +322,4 @@ def run_site(*, host: str, port: int, workers: int, web_workers: int, out) -> in
             services.stop()
         out.write("Stopped.\n")
         out.flush()
-    return exit_code
+    return 0

@@ -287,3 +287,74 @@ def test_requeue_forgets_failed_jobs_whose_images_were_encoded_since(
 
     assert queueing.requeue_lost_images() == 1
     assert failed.get_job_ids() == [still_waiting.id]  # its image still waits: kept to read
+
+
+def _run_scheduled_retries_now(queue) -> int:
+    """What RQ's scheduler does when a retry falls due, without waiting for its interval."""
+    from rq.job import Job
+    from rq.registry import ScheduledJobRegistry
+
+    scheduled = ScheduledJobRegistry(queue=queue)
+    ids = scheduled.get_job_ids()
+    for job in Job.fetch_many(ids, connection=queue.connection):
+        scheduled.remove(job)
+        queue.enqueue_job(job)
+    return len(ids)
+
+
+def test_storage_away_changes_no_status_and_rq_retries_the_job_with_back_off(
+    media_root, queue, run_burst_worker
+):
+    from rq.job import Job
+    from rq.registry import ScheduledJobRegistry
+
+    first, second, *waiting_data = distinct_images(4)
+    indexed = [ingest_image(data=data, filename="indexed.png").image for data in (first, second)]
+    run_burst_worker()
+    waiting = [ingest_image(data=data, filename="new.png").image for data in waiting_data]
+    # The volume is unmounted: an empty mount point where the files were.
+    away = media_root.with_name("media-away")
+    media_root.rename(away)
+    media_root.mkdir()
+    call_command("reindex", "--all")  # a re-index that cannot read any file
+    run_burst_worker()
+
+    statuses = dict(Image.objects.values_list("pk", "status"))
+    assert [statuses[image.pk] for image in indexed] == ["indexed", "indexed"]
+    assert [statuses[image.pk] for image in waiting] == ["pending", "pending"]
+    assert set(Image.objects.values_list("status_error", flat=True)) == {""}
+    assert Embedding.objects.filter(image__in=indexed).count() == 2  # still searchable
+    scheduled = ScheduledJobRegistry(queue=queue)
+    retries = Job.fetch_many(scheduled.get_job_ids(), connection=queue.connection)
+    assert retries and {job.retries_left for job in retries} == {len(queueing.RETRY_INTERVALS) - 1}
+    assert queueing.requeue_lost_images() == 0  # a scheduled retry holds its images
+
+    media_root.rmdir()
+    away.rename(media_root)  # the volume is back
+    assert _run_scheduled_retries_now(queue) == len(retries)
+    run_burst_worker()
+    assert set(Image.objects.values_list("status", flat=True)) == {"indexed"}
+
+
+def test_a_missing_file_on_reachable_storage_fails_its_image_alone(
+    media_root, queue, run_burst_worker
+):
+    images = add_images(3)
+    (media_root / images[1].file.name).unlink()
+    if images[1].preview:
+        (media_root / images[1].preview.name).unlink()
+    run_burst_worker()
+    statuses = dict(Image.objects.values_list("pk", "status"))
+    assert [statuses[image.pk] for image in images] == ["indexed", "failed", "indexed"]
+    assert "Could not read" in Image.objects.get(pk=images[1].pk).status_error
+
+
+def test_the_same_batch_is_never_queued_twice_while_it_waits(media_root, queue):
+    images = add_images(3)
+    ids = [image.pk for image in images]
+    queue.empty()
+    assert queueing.enqueue_now(ids) == 3
+    assert queueing.enqueue_now(ids) == 3  # queued: the existing job holds them
+    assert queue.count == 1
+    assert queueing.enqueue_now(ids, force=True) == 3  # a re-index is another job
+    assert queue.count == 2

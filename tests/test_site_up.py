@@ -169,7 +169,11 @@ def running_up(tmp_path):
     """`up` on a fresh data directory with one web process; stops it (and checks it stopped
     cleanly) afterwards. Yields what a test needs to watch and poke it."""
     data_dir = tmp_path / "data"
-    env = clean_child_environment(VISUAL_SEARCH_DATA_DIR=str(data_dir))
+    # Public: these tests search anonymously (tests/test_access.py covers private mode).
+    # No search rate limit: these tests poll the API while they wait.
+    env = clean_child_environment(
+        VISUAL_SEARCH_DATA_DIR=str(data_dir), SITE_ACCESS="public", SEARCH_RATE_LIMIT=""
+    )
     port = free_port()
     site = subprocess.Popen(
         [sys.executable, "-m", "searchsite", "up", "--port", str(port), "--web-workers", "1"],
@@ -283,6 +287,7 @@ def test_with_valkey_paused_search_stays_fast_and_imports_are_indexed_after_it_r
         photos = tmp_path / "photos"
         photos.mkdir()
         (photos / "paused.png").write_bytes(image_bytes(pattern=66))
+        person = SiteUser(site)
         valkey.suspend()  # SIGSTOP: it accepts connections and answers nothing
         try:
             for words in ("a red bicycle", "a blue boat", "a green tree"):
@@ -294,7 +299,229 @@ def test_with_valkey_paused_search_stays_fast_and_imports_are_indexed_after_it_r
                 assert time.monotonic() - started < 1.0, "a search waited for the paused cache"
             imported = run_cli("import_images", str(photos), env=site.env)
             assert "1 could not be queued" in imported.stdout
+            started = time.monotonic()
+            status, answer = person.upload(image_bytes(pattern=67), "paused.png")
+            assert time.monotonic() - started < 1.0, "an upload waited for the paused queue"
+            assert status == 200 and answer["results"][0]["ok"]
         finally:
             valkey.resume()  # SIGCONT
-        (found,) = wait_for_search_results(site.base_url, timeout=60)
-        assert found["thumbnail_url"]
+        uploaded = answer["results"][0]["image"]["id"]
+        state = wait_until_indexed(site, [uploaded], timeout=60)
+        assert set(state["statuses"].values()) == {"indexed"}  # the import too
+
+
+class SiteUser:
+    """A logged-in browser session against a running site, for uploads as a person makes them."""
+
+    def __init__(self, site):
+        create_superuser(site.env)
+        self.base_url = site.base_url
+        self.cookies = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies))
+        assert "Site administration" in log_in(
+            self.opener, self.base_url, "admin", "a-long-test-password"
+        )
+
+    def upload(self, data: bytes, filename: str, timeout: float = 30) -> tuple[int, dict]:
+        """POST one file to /upload/ asking for JSON; returns the status and the answer."""
+        token = next(c.value for c in self.cookies if c.name == "csrftoken")
+        boundary = "visual-search-upload-boundary"
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="files"; '
+                f'filename="{filename}"\r\nContent-Type: image/png\r\n\r\n'
+            ).encode()
+            + data
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        request = urllib.request.Request(
+            self.base_url + "upload/",
+            data=body,
+            headers={
+                "Content-Type": f"multipart/form-data; boundary={boundary}",
+                "Accept": "application/json",
+                "X-CSRFToken": token,
+                "Referer": self.base_url + "upload/",
+            },
+        )
+        try:
+            with self.opener.open(request, timeout=timeout) as answer:
+                return answer.status, json.load(answer)
+        except urllib.error.HTTPError as error:
+            with error:
+                assert error.headers.get_content_type() == "application/json", error.read()
+                return error.code, json.load(error)
+
+
+LIBRARY_STATE = """
+import json, os
+from django.conf import settings
+from gallery.models import Image
+rows = list(Image.objects.values("pk", "status", "file", "thumbnail", "preview"))
+names = {row[key] for row in rows for key in ("file", "thumbnail", "preview") if row[key]}
+on_disk = set()
+for folder in ("originals", "thumbnails", "previews"):
+    for path, _, files in os.walk(os.path.join(settings.MEDIA_ROOT, folder)):
+        on_disk.update(
+            os.path.relpath(os.path.join(path, name), settings.MEDIA_ROOT) for name in files
+        )
+print(json.dumps({
+    "statuses": {row["pk"]: row["status"] for row in rows},
+    "orphan_files": sorted(on_disk - names),
+    "rows_without_files": sorted(names - on_disk),
+}))
+"""
+
+
+def library_state(site) -> dict:
+    """Every image's status, and files and rows that lack their other half, read from the
+    site's own database and media folder."""
+    shell = run_cli("shell", "-c", LIBRARY_STATE, env=site.env)
+    state = json.loads(shell.stdout.strip().splitlines()[-1])
+    state["statuses"] = {int(pk): status for pk, status in state["statuses"].items()}
+    return state
+
+
+def wait_until_indexed(site, image_ids, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        state = library_state(site)
+        waiting = [pk for pk in image_ids if state["statuses"].get(pk) != "indexed"]
+        if not waiting:
+            return state
+        assert time.monotonic() < deadline, f"not indexed in time: {waiting}\n{state}"
+        time.sleep(2)
+
+
+def test_a_worker_killed_mid_batch_has_its_images_indexed_without_any_command(tmp_path):
+    import redis
+    from rq.job import Job
+    from rq.registry import StartedJobRegistry
+    from rq.worker import Worker
+
+    from tests.images import distinct_images
+
+    with running_up(tmp_path) as site:
+        photos = tmp_path / "photos"
+        photos.mkdir()
+        for n, data in enumerate(distinct_images(64, size=(640, 480))):
+            (photos / f"{n:02}.png").write_bytes(data)
+        valkey = json.loads((site.data_dir / "valkey" / "server.json").read_text())["url"]
+        connection = redis.Redis.from_url(valkey)
+        started = StartedJobRegistry("default", connection=connection)
+        workers = [
+            child
+            for child in psutil.Process(site.pid).children(recursive=True)
+            if "rqworker" in " ".join(child.cmdline())
+        ]
+        for worker_process in workers:
+            worker_process.suspend()  # so the jobs wait for the moment we watch
+        run_cli("import_images", str(photos), env=site.env)
+        for worker_process in workers:
+            worker_process.resume()
+        # Kill the worker while a job is running; retry on the next job if one finished first.
+        deadline = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < deadline, "never caught a job running"
+            running = started.get_job_ids(cleanup=False)
+            if not running:
+                time.sleep(0.01)
+                continue
+            job = Job.fetch(running[0], connection=connection)
+            worker = Worker.find_by_key(
+                Worker.redis_worker_namespace_prefix + job.worker_name, connection=connection
+            )
+            os.kill(worker.pid, signal.SIGKILL)
+            killed_at = time.monotonic()
+            if job.id in started.get_job_ids(cleanup=False) and job.get_status() == "started":
+                break  # its batch died with the worker
+        batch = job.args[0]
+        site.wait_for(r"RQ worker exited with code -9; restarting it", timeout=30)
+        state = wait_until_indexed(site, batch, timeout=90 - (time.monotonic() - killed_at))
+        assert set(state["statuses"].values()) <= {"indexed", "pending"}
+        wait_until_indexed(site, list(state["statuses"]), timeout=90)
+
+        # The web server's master too: `up` starts another on the same port.
+        (master,) = [
+            child
+            for child in psutil.Process(site.pid).children()
+            if "gunicorn" in " ".join(child.cmdline())
+        ]
+        master.kill()
+        site.wait_for(r"gunicorn exited with code -9; restarting it", timeout=30)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(site.base_url + "healthz", timeout=5) as health:
+                    if json.load(health)["ok"]:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "".join(site.output)
+            time.sleep(0.5)
+
+
+def test_killing_postgresql_during_uploads_answers_503_never_500_and_loses_no_image(tmp_path):
+    with running_up(tmp_path) as site:
+        person = SiteUser(site)
+        answers: list[tuple[str, int]] = []
+        accepted: list[int] = []
+        stop = threading.Event()
+
+        def keep_uploading() -> None:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                status, body = person.upload(image_bytes(pattern=200 + n), f"during-{n}.png")
+                answers.append(("upload", status))
+                if status == 200:
+                    accepted.extend(r["image"]["id"] for r in body["results"] if r["ok"])
+
+        def keep_searching() -> None:
+            while not stop.is_set():
+                try:
+                    with urllib.request.urlopen(site.base_url + "api/search?q=photo") as answer:
+                        answers.append(("api", answer.status))
+                except urllib.error.HTTPError as error:
+                    with error:
+                        assert error.headers.get_content_type() == "application/json"
+                        assert json.load(error)["error"]["message"]
+                        answers.append(("api", error.code))
+                time.sleep(0.2)
+
+        try:
+            with urllib.request.urlopen(site.base_url, timeout=10) as page:
+                assert page.status == 200
+        except urllib.error.HTTPError as error:
+            raise AssertionError(error.read()) from None
+        threads = [threading.Thread(target=f) for f in (keep_uploading, keep_searching)]
+        for thread in threads:
+            thread.start()
+        try:
+            time.sleep(3)
+            pid_file = site.data_dir / "postgres" / "postmaster.pid"
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+            outage = len(answers)
+            # A page during the outage is a short 503 page, not Django's bare 500.
+            page_statuses = set()
+            for _ in range(3):
+                try:
+                    with urllib.request.urlopen(site.base_url, timeout=10) as page:
+                        page_statuses.add(page.status)
+                except urllib.error.HTTPError as error:
+                    with error:
+                        page_statuses.add(error.code)
+                        assert "temporarily unavailable" in error.read().decode().lower()
+            site.wait_for(r"PostgreSQL exited; restarted it", timeout=30)
+            time.sleep(5)  # uploads go on after the restart
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=60)
+        statuses = {status for _, status in answers}
+        assert statuses <= {200, 503}, answers
+        assert 503 in {status for _, status in answers[outage:]}, "the outage was not seen"
+        assert page_statuses <= {200, 503}
+        assert accepted, "no upload was accepted"
+        state = wait_until_indexed(site, accepted, timeout=120)
+        assert state["orphan_files"] == [] and state["rows_without_files"] == []

@@ -11,9 +11,11 @@ the model, so a 12 MP original is not decoded again; an image without one (store
 previews, or a model with a larger input) gets it here, from one decode of the original.
 
 An unreadable original fails its image alone; a missing or unreadable preview only means the
-original is read instead. A model that cannot be loaded is a set-up
-problem, not the image's: statuses stay as they are, the reason is recorded on the model
-(admin, /healthz), and the job raises so RQ keeps it in its failed registry.
+original is read instead. What the system cannot do right now is not the image's fault and
+changes no status: a model that cannot be loaded (the reason is recorded on the model for the
+admin and /healthz) or media storage that is away (an unmounted volume, I/O errors). Those
+images keep their status, the rest of the batch is stored, and the job raises so RQ retries
+it with back-off (queueing.RETRY_INTERVALS); after the last retry `requeue` picks them up.
 """
 
 import logging
@@ -22,7 +24,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from gallery import previews
+from gallery import previews, storage
 from gallery.indexing import encoder, registry
 from gallery.models import Embedding, Image
 
@@ -35,6 +37,7 @@ def encode_images(image_ids, *, force: bool = False) -> dict[str, int]:
     encoder.release_encoders(keep=[registry.spec_of(model) for model in models])
     images = list(Image.objects.filter(pk__in=image_ids).order_by("pk"))
     failures: dict[int, str] = {}
+    unreachable: dict[int, str] = {}  # files the storage could not give now: retried later
     vectors: dict[int, dict] = {}  # model pk -> {image pk: vector}
     unavailable: list[encoder.ModelWeightsUnavailable] = []
     for model in models:
@@ -46,7 +49,9 @@ def encode_images(image_ids, *, force: bool = False) -> dict[str, int]:
         todo = [
             image
             for image in images
-            if (force or image.pk not in have) and image.pk not in failures
+            if (force or image.pk not in have)
+            and image.pk not in failures
+            and image.pk not in unreachable
         ]
         if not todo:
             continue
@@ -55,13 +60,18 @@ def encode_images(image_ids, *, force: bool = False) -> dict[str, int]:
         except encoder.ModelWeightsUnavailable as error:
             unavailable.append(error)
             continue
-        vectors[model.pk] = _encode_isolating_failures(clip, todo, failures)
+        vectors[model.pk] = _encode_isolating_failures(clip, todo, failures, unreachable)
     stored = _store([image.pk for image in images], vectors, failures)
     # Every job looks, so a switch cannot stall at 100 % when its last image went away.
     registry.activate_next_if_complete()
     if unavailable:
-        # Nothing was marked failed; RQ keeps the job, `requeue` retries the images.
+        # Nothing was marked failed; RQ retries the job, then `requeue` does.
         raise unavailable[0]
+    if unreachable:
+        first = next(iter(unreachable.values()))
+        raise storage.StorageUnavailable(
+            f"Media storage unreadable for {len(unreachable)} image(s), kept waiting: {first}"
+        )
     return stored
 
 
@@ -118,9 +128,11 @@ def _store(batch: list[int], vectors: dict[int, dict], failures: dict[int, str])
     }
 
 
-def _encode_isolating_failures(clip, images, failures: dict[int, str]) -> dict:
+def _encode_isolating_failures(
+    clip, images, failures: dict[int, str], unreachable: dict[int, str]
+) -> dict:
     """Encode as one batch; if the model fails on it, image by image so only the culprit fails."""
-    prepared = _prepare(clip, images, failures)
+    prepared = _prepare(clip, images, failures, unreachable)
     if not prepared:
         return {}
     try:
@@ -137,7 +149,9 @@ def _encode_isolating_failures(clip, images, failures: dict[int, str]) -> dict:
     return vectors
 
 
-def _prepare(clip, images, failures: dict[int, str]) -> list[tuple[Image, object]]:
+def _prepare(
+    clip, images, failures: dict[int, str], unreachable: dict[int, str]
+) -> list[tuple[Image, object]]:
     """Model-ready pixels of each image, from its preview or else its original.
 
     A stored preview that turns out unreadable (a header fine, the rest damaged) is made again
@@ -150,7 +164,7 @@ def _prepare(clip, images, failures: dict[int, str]) -> list[tuple[Image, object
         readable = []
         for image, source in zip(images, sources, strict=True):
             if isinstance(source, Exception):
-                failures[image.pk] = f"Could not read the image file: {source}"
+                _unreadable(image, source, failures, unreachable)
             else:
                 readable.append((image, source))
         damaged_previews = []
@@ -162,9 +176,18 @@ def _prepare(clip, images, failures: dict[int, str]) -> list[tuple[Image, object
                 logger.warning("Preview of image %s unreadable: %s", image.pk, image_pixels)
                 damaged_previews.append(image)
             else:
-                failures[image.pk] = f"Could not read the image file: {image_pixels}"
+                _unreadable(image, image_pixels, failures, unreachable)
         images, remake = damaged_previews, True
     return prepared
+
+
+def _unreadable(image, error, failures: dict[int, str], unreachable: dict[int, str]) -> None:
+    """A damaged file fails its image; storage that is away leaves the image as it is."""
+    if storage.is_outage(error):
+        logger.warning("Media storage unreadable for image %s: %s", image.pk, error)
+        unreachable[image.pk] = str(error)
+    else:
+        failures[image.pk] = f"Could not read the image file: {error}"
 
 
 def _encoding_sources(images, image_size: int, *, remake: bool = False) -> list:

@@ -4,8 +4,15 @@ An image's vectors and status are written in one transaction after its whole bat
 encoded, so a worker killed mid-batch leaves those images `pending` (or without the next
 model's vector) with no live job, which `requeue` finds. Encoding is idempotent: a vector
 already stored is not made again unless a re-index forces it.
+
+A batch's job id is made from its images, so the same batch is never queued twice while it
+waits, runs or is scheduled for a retry. A job that raises (the model cannot load, storage
+is away, the database went) is retried by RQ after RETRY_INTERVALS; workers run RQ's
+scheduler for that.
 """
 
+import datetime
+import hashlib
 import logging
 import socket
 import time
@@ -23,6 +30,10 @@ logger = logging.getLogger(__name__)
 
 # By name, so this module sits below the job (tasks -> encoding -> registry -> queueing).
 ENCODE_JOB = "gallery.indexing.tasks.encode_images_job"
+# Seconds before each retry of a job that raised: the system, not the images, failed.
+RETRY_INTERVALS = (15, 60, 300)
+# A retry overdue by this much has no scheduler to run it: its images count as lost.
+SCHEDULED_GRACE = datetime.timedelta(minutes=2)
 # After Redis fails, enqueueing is skipped this long: with Redis paused, every upload waited
 # for its timeouts (5 uploads sent together took up to 15 s).
 QUEUE_RETRY_SECONDS = 10
@@ -54,7 +65,7 @@ def enqueue_now(image_ids, *, force: bool = False, background: bool = False) -> 
         queue = django_rq.get_queue(settings.ENCODING_QUEUE)
         for start in range(0, len(ids), settings.ENCODE_BATCH_SIZE):
             chunk = ids[start : start + settings.ENCODE_BATCH_SIZE]
-            queue.enqueue(ENCODE_JOB, chunk, force=force, at_front=not background)
+            _enqueue_batch(queue, chunk, force=force, at_front=not background)
             Image.objects.filter(pk__in=chunk).update(queued_at=timezone.now())
             queued += len(chunk)
     except RedisError as error:
@@ -67,6 +78,62 @@ def enqueue_now(image_ids, *, force: bool = False, background: bool = False) -> 
             QUEUE_RETRY_SECONDS,
         )
     return queued
+
+
+def batch_job_id(image_ids, *, force: bool) -> str:
+    digest = hashlib.sha256(",".join(map(str, sorted(image_ids))).encode()).hexdigest()
+    return f"encode-{'force' if force else 'fill'}-{digest[:24]}"
+
+
+def _enqueue_batch(queue, chunk: list[int], *, force: bool, at_front: bool) -> None:
+    """Queue one batch unless that very batch already has a live job."""
+    from rq.exceptions import DuplicateJobError, NoSuchJobError
+    from rq.job import Job, Retry
+
+    job_id = batch_job_id(chunk, force=force)
+    for _ in range(2):
+        try:
+            queue.enqueue(
+                ENCODE_JOB,
+                chunk,
+                force=force,
+                at_front=at_front,
+                job_id=job_id,
+                unique=True,
+                retry=Retry(max=len(RETRY_INTERVALS), interval=list(RETRY_INTERVALS)),
+            )
+            return
+        except DuplicateJobError:
+            try:
+                existing = Job.fetch(job_id, connection=queue.connection)
+            except NoSuchJobError:
+                continue  # it expired meanwhile
+            if _job_is_live(existing, queue):
+                return
+            existing.delete()  # finished, failed, or its worker died: queue it afresh
+    # Another process queued it between our delete and enqueue: that job is live.
+
+
+def _job_is_live(job, queue, workers: dict | None = None) -> bool:
+    from rq.job import JobStatus
+    from rq.registry import ScheduledJobRegistry
+
+    status = job.get_status(refresh=False)
+    if status in (JobStatus.QUEUED, JobStatus.DEFERRED):
+        return True
+    if status == JobStatus.SCHEDULED:
+        try:
+            due = ScheduledJobRegistry(queue=queue).get_scheduled_time(job)
+        except Exception:  # no longer in the registry: nothing will run it
+            return False
+        return due > datetime.datetime.now(datetime.UTC) - SCHEDULED_GRACE
+    if status == JobStatus.STARTED:
+        if workers is None:
+            from rq.worker import Worker
+
+            workers = {worker.name: worker for worker in Worker.all(queue=queue)}
+        return _worker_alive(workers.get(job.worker_name or ""))
+    return False
 
 
 def model_being_filled() -> EmbeddingModel | None:
@@ -130,27 +197,28 @@ def forget_recovered_failures(queue, waiting_ids: set[int]) -> int:
 
 
 def images_with_live_jobs(queue) -> set[int]:
-    """Images that a job waiting in the queue, or running on a live worker, will encode.
+    """Images that a job waiting in the queue, scheduled for a retry, or running on a live
+    worker will encode.
 
-    Read from RQ's own queue and started-job registry. A running job's worker counts as
-    dead when it is no longer registered, or when it ran on this host and its process is
-    gone (a SIGKILLed worker stays registered until its heartbeat expires, minutes later).
+    Read from RQ's own queue and its started and scheduled registries. A running job's worker
+    counts as dead when it is no longer registered, or when it ran on this host and its
+    process is gone (a SIGKILLed worker stays registered until its heartbeat expires, minutes
+    later).
     """
     from rq.job import Job
-    from rq.registry import StartedJobRegistry
+    from rq.registry import ScheduledJobRegistry, StartedJobRegistry
     from rq.worker import Worker
 
     job_ids = list(queue.get_job_ids())
-    running = StartedJobRegistry(queue=queue).get_job_ids(cleanup=False)
+    job_ids += StartedJobRegistry(queue=queue).get_job_ids(cleanup=False)
+    job_ids += ScheduledJobRegistry(queue=queue).get_job_ids(cleanup=False)
     workers = {worker.name: worker for worker in Worker.all(queue=queue)}
-    jobs = Job.fetch_many(job_ids + running, connection=queue.connection)
     held: set[int] = set()
-    for job in jobs:
+    for job in Job.fetch_many(list(dict.fromkeys(job_ids)), connection=queue.connection):
         if job is None or job.func_name != ENCODE_JOB:
             continue
-        if job.id in running and not _worker_alive(workers.get(job.worker_name or "")):
-            continue
-        held.update(job.args[0])
+        if _job_is_live(job, queue, workers):
+            held.update(job.args[0])
     return held
 
 
