@@ -9,11 +9,13 @@ import sys
 
 # Commands that manage the schema themselves or need no database.
 SCHEMA_FREE_COMMANDS = {
+    "backup",  # copies the schema as it is
     "check",
     "collectstatic",
     "help",
     "makemigrations",
     "migrate",
+    "restore",  # needs the database empty; migrates after restoring
     "showmigrations",
     "sqlmigrate",
     "squashmigrations",

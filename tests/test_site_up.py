@@ -525,3 +525,109 @@ def test_killing_postgresql_during_uploads_answers_503_never_500_and_loses_no_im
         assert accepted, "no upload was accepted"
         state = wait_until_indexed(site, accepted, timeout=120)
         assert state["orphan_files"] == [] and state["rows_without_files"] == []
+
+
+LIBRARY_CONTENTS = """
+import hashlib, json
+from django.core.files.storage import default_storage
+from gallery.models import Image
+from gallery.search.request import SearchRequest
+from gallery.search.selector import search_images
+
+def checksum(field):
+    if not field:
+        return None
+    with default_storage.open(field.name, "rb") as stored:
+        return hashlib.sha256(stored.read()).hexdigest()
+
+images = {
+    image.sha256: {
+        "tags": sorted(tag.name for tag in image.tags.all()),
+        "caption": image.caption,
+        "files": [checksum(image.file), checksum(image.thumbnail), checksum(image.preview)],
+        "vectors": {
+            embedding.model.model_id: [round(float(x), 6) for x in embedding.vector]
+            for embedding in image.embeddings.select_related("model")
+        },
+    }
+    for image in Image.objects.prefetch_related("tags")
+}
+searches = {
+    words: [
+        [hit.image.sha256, round(hit.score, 5)]
+        for hit in search_images(SearchRequest(text=words, page_size=100)).hits
+    ]
+    for words in ("photo", "a red square", "beach at sunset")
+}
+print(json.dumps({"images": images, "searches": searches}))
+"""
+
+
+def library_contents(env) -> dict:
+    """Every image's tags, caption, file checksums and vectors, and three searches' answers."""
+    shell = run_cli("shell", "-c", LIBRARY_CONTENTS, env=env)
+    return json.loads(shell.stdout.strip().splitlines()[-1])
+
+
+def test_a_backup_taken_during_uploads_restores_the_same_library_and_answers(tmp_path):
+    backup = tmp_path / "backup"
+    with running_up(tmp_path) as site:
+        photos = tmp_path / "photos"
+        photos.mkdir()
+        for n in range(6):
+            (photos / f"{n}.png").write_bytes(image_bytes(pattern=300 + n))
+        run_cli("import_images", str(photos), "--tag", "beach", env=site.env)
+        wait_until_indexed(site, list(library_state(site)["statuses"]), timeout=90)
+        person = SiteUser(site)
+        stop = threading.Event()
+
+        def keep_uploading() -> None:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                person.upload(image_bytes(pattern=400 + n), f"in-flight-{n}.png")
+
+        uploads = threading.Thread(target=keep_uploading)
+        uploads.start()
+        try:
+            time.sleep(1)
+            backed_up = run_cli("backup", str(backup), env=site.env)
+        finally:
+            stop.set()
+            uploads.join(timeout=60)
+        assert "Backed up" in backed_up.stdout
+        source = library_contents(site.env)
+
+    manifest = json.loads((backup / "manifest.json").read_text())
+    assert manifest["missing_files"] == []
+    restored_env = clean_child_environment(VISUAL_SEARCH_DATA_DIR=str(tmp_path / "restored"))
+    restored_run = run_cli("restore", str(backup), env=restored_env)
+    assert f"Restored {manifest['images']} image(s)" in restored_run.stdout
+    restored = library_contents(restored_env)
+
+    assert len(restored["images"]) == manifest["images"] >= 6
+    assert len(source["images"]) > manifest["images"], "no upload landed after the snapshot"
+    for sha256, image in restored["images"].items():
+        original = source["images"][sha256]
+        assert image["tags"] == original["tags"] and image["caption"] == original["caption"]
+        assert image["files"] == original["files"] and None not in image["files"][:2]
+        # Uploads in flight may have been encoded only after the snapshot.
+        for model, vector in image["vectors"].items():
+            assert original["vectors"][model] == vector
+    with_vectors = {sha for sha, image in restored["images"].items() if image["vectors"]}
+    assert len(with_vectors) >= 6
+    assert all(restored["searches"].values())
+    for words, answers in source["searches"].items():
+        expected = [answer for answer in answers if answer[0] in with_vectors]
+        assert restored["searches"][words] == expected, words
+
+    # A damaged backup restores nothing.
+    damaged_name = next(iter(manifest["files"]))
+    (backup / "media" / damaged_name).write_bytes(b"damaged")
+    refused = run_cli(
+        "restore",
+        str(backup),
+        env=clean_child_environment(VISUAL_SEARCH_DATA_DIR=str(tmp_path / "again")),
+        check=False,
+    )
+    assert refused.returncode != 0 and "missing or damaged" in refused.stderr
