@@ -87,7 +87,10 @@ def vectors_of(model: EmbeddingModel, ids) -> np.ndarray:
     return np.array([np.asarray(stored[pk], dtype=np.float32) for pk in ids])
 
 
-def test_switching_to_a_larger_model_never_interrupts_search(client, media_root, queue, settings):
+def test_switching_to_a_larger_model_never_interrupts_search(
+    client, django_user_model, media_root, queue, settings
+):
+    client.force_login(django_user_model.objects.create_user("watcher"))  # a private library
     settings.CLIP_MODEL = SMALL
     images = add_images(40)
     run_all_jobs(queue)
@@ -204,6 +207,9 @@ def test_weights_that_cannot_load_keep_images_pending_and_say_why(
 ):
     settings.CLIP_MODEL = "ViT-B-32"  # real architecture, weights not available offline
     settings.CLIP_PRETRAINED = "laion2b_s34b_b79k"
+    # A library started with these weights: they are its first model, whatever ran before.
+    EmbeddingModel.objects.all().delete()
+    registry.forget_cached_models()
     images = add_images(3)
     with pytest.raises(Exception, match="CLIP_WEIGHTS_FILE"):
         encoding.encode_images([image.pk for image in images])
@@ -211,6 +217,13 @@ def test_weights_that_cannot_load_keep_images_pending_and_say_why(
     assert set(Image.objects.values_list("status", "status_error")) == {("pending", "")}
     health = client.get(reverse("healthz")).json()
     assert "ViT-B-32:laion2b_s34b_b79k" in health["models"]["load_errors"]
+
+    # The operator configures weights that load: the waiting images get indexed.
+    settings.CLIP_MODEL, settings.CLIP_PRETRAINED = SMALL, "random"
+    registry.sync_configured_model()
+    queueing.requeue_lost_images()
+    run_all_jobs(queue)
+    assert set(Image.objects.values_list("status", flat=True)) == {"indexed"}
 
 
 def test_a_next_model_that_cannot_load_leaves_indexed_images_indexed(media_root, queue, settings):
@@ -310,6 +323,7 @@ def test_a_running_web_process_follows_a_switch_without_restarting(media_root, q
             MEDIA_ROOT=str(media_root),
             MODEL_REFRESH_SECONDS="1",
             DJANGO_SETTINGS_MODULE="searchsite.settings",
+            SITE_ACCESS="public",  # anonymous requests below
         ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
