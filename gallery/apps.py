@@ -3,6 +3,8 @@ import logging
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 
+from gallery.pixels import register_heif_opener
+
 logger = logging.getLogger(__name__)
 
 
@@ -11,6 +13,8 @@ class GalleryConfig(AppConfig):
     verbose_name = "Gallery"
 
     def ready(self):
+        # Every process that decodes images sets Django up first: web, worker, commands.
+        register_heif_opener()
         post_migrate.connect(follow_configured_model, sender=self)
 
 

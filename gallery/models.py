@@ -18,6 +18,9 @@ from pgvector.django import VectorField
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 128
 
+# Stored formats that only Safari shows in an <img>: pages show their preview instead.
+FORMATS_BROWSERS_CANNOT_SHOW = {"HEIF", "TIFF"}
+
 
 class Tag(models.Model):
     name = models.CharField(max_length=64)
@@ -102,6 +105,14 @@ class Image(models.Model):
         """`taken_on`, or for rows without it (older ones) `taken_at`'s day in TIME_ZONE."""
         return self.taken_on or timezone.localtime(self.taken_at).date()
 
+    @property
+    def shown_file(self):
+        """The file a page shows: the original, or for a HEIC or TIFF its preview (the
+        thumbnail when the original is too small to have one)."""
+        if self.format in FORMATS_BROWSERS_CANNOT_SHOW:
+            return self.preview or self.thumbnail
+        return self.file
+
 
 class EmbeddingModel(models.Model):
     """A CLIP model with its exact weights: how to load it, its vector size and its state.
@@ -171,3 +182,33 @@ class Embedding(models.Model):
 
     def __str__(self) -> str:
         return f"image {self.image_id}, model {self.model_id}"
+
+
+class ApiToken(models.Model):
+    """A secret a script sends as `Authorization: Bearer <token>` to act as its user.
+
+    Only the SHA-256 of the secret is stored: the token is shown once, when it is created,
+    and a copy of this table cannot be used to log in. `prefix` (the secret's first
+    characters) tells a person's tokens apart in lists.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    prefix = models.CharField(max_length=16, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None

@@ -1,11 +1,33 @@
-"""Pixel conversions shared by ingest (thumbnails) and the encoder, below both."""
+"""Decoding shared by ingest (thumbnails, previews) and the encoder, below both: the formats
+Pillow opens beyond its own (HEIC/HEIF) and pixel conversions.
+"""
 
 import numpy as np
+import pillow_heif
 from PIL import Image as PILImage
 
 # Integer modes of more than 8 bits per sample: Pillow's own conversion to RGB clips them at
 # 255, which turned a 16-bit scan into a white square.
 WIDE_INTEGER_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
+
+
+def register_heif_opener() -> None:
+    """Let Pillow open HEIC/HEIF in this process (AVIF it opens itself, since 11.3).
+
+    The app's ready() calls this, so web processes, workers and commands all decode iPhone
+    photos. libheif applies the HEIF rotation and pillow-heif resets EXIF orientation to 1,
+    so `ImageOps.exif_transpose` does not turn the picture a second time. Embedded thumbnails
+    are off: otherwise draft() may decode one instead of the image, and ingest would accept a
+    file whose image it never decoded.
+    """
+    pillow_heif.register_heif_opener(thumbnails=False)
+
+
+def heif_container_kind(data: bytes) -> str:
+    """What HEIF container the bytes start as ("HEIC", "HEIF" or "AVIF"), read from the file
+    type box alone, else "". Pillow calls a damaged one not an image at all."""
+    mimetype = pillow_heif.get_file_mimetype(data[:16])
+    return mimetype.removeprefix("image/").removesuffix("-sequence").upper()
 
 
 def displayable(image: PILImage.Image, *, keep_alpha: bool = False) -> PILImage.Image:

@@ -1,6 +1,8 @@
 """Django settings, read once from environment variables with safe defaults (see README)."""
 
 import os
+import re
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -50,6 +52,16 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def env_rate(name: str, default: str) -> str:
+    """A rate such as 60/m (per s, m, h or d; 100/5m is 100 per 5 minutes); "" is no limit."""
+    value = os.environ.get(name, default).strip()
+    if value and not re.fullmatch(r"\d+/\d*[smhd]", value):
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is not a rate such as 60/m (or empty for no limit)."
+        )
+    return value
+
+
 DEBUG = env_bool("DEBUG", False)
 
 # A well-known key so that `DEBUG=1` works with no set-up; never accepted with DEBUG off.
@@ -81,6 +93,10 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_rq",
+    "axes",  # failed logins (README, "Limits")
+    # The versioned API (/api/v1/); listed so its docs page serves Swagger UI from the
+    # package's own static files instead of a CDN.
+    "ninja",
     "gallery",
 ]
 
@@ -91,9 +107,13 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # API tokens (Authorization: Bearer) and SITE_ACCESS: who may see the library.
+    "gallery.web.access.SiteAccessMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "gallery.web.middleware.DatabaseUnavailableMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "searchsite.urls"
@@ -152,7 +172,15 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# django-axes first: it refuses a locked-out login before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 LOGIN_URL = "login"
+# private: every page, media file and API answer needs an account (a session or an API
+# token); public: anyone may browse and search, uploading and changing need an account.
+SITE_ACCESS = env_choice("SITE_ACCESS", ("private", "public"), "private")
 LOGIN_REDIRECT_URL = "gallery"
 LOGOUT_REDIRECT_URL = "gallery"
 
@@ -224,6 +252,39 @@ CACHES = {
         "OPTIONS": {"socket_connect_timeout": 0.25, "socket_timeout": 0.25},
     }
 }
+
+# --- Limits: one client cannot run a public site into the ground (README, "Limits") ---
+# How deep paging goes: a page starting past this many results is refused (400).
+SEARCH_MAX_RESULTS = env_int("SEARCH_MAX_RESULTS", 10_000)
+# Per client (the user when logged in, else the address), counted in the Redis cache by
+# django-ratelimit; "" turns a limit off. Query images are the expensive part (the image tower).
+SEARCH_RATE_LIMIT = env_rate("SEARCH_RATE_LIMIT", "60/m")
+QUERY_IMAGE_RATE_LIMIT = env_rate("QUERY_IMAGE_RATE_LIMIT", "10/m")
+# Decided from the image's header, before it is decoded; uploads may have MAX_IMAGE_PIXELS.
+QUERY_IMAGE_MAX_PIXELS = env_int("QUERY_IMAGE_MAX_PIXELS", 16_000_000)
+# Reverse proxies in front of the site that append the address they saw to X-Forwarded-For.
+# 0: the connection's own address is the client (the header, which anyone can send, is
+# ignored); n: the n-th address from the right of X-Forwarded-For is (gallery/web/limits.py).
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+RATELIMIT_IP_META_KEY = "gallery.web.limits.client_ip"
+# The limiter's cache calls go through gallery.cache's breaker; a count it cannot read lets
+# the request through rather than refusing everyone while Redis is away.
+RATELIMIT_FAIL_OPEN = True
+# Failed logins, per account and address together (django-axes, in the database): a guesser
+# is stopped on that account from that address, while its owner, and everyone else, can still
+# log in from their own.
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)  # 0: no limit
+LOGIN_COOLOFF_MINUTES = env_int("LOGIN_COOLOFF_MINUTES", 15)
+if LOGIN_COOLOFF_MINUTES < 1:
+    # django-axes reads no cool-off as "locked until an administrator unlocks".
+    raise ImproperlyConfigured(f"LOGIN_COOLOFF_MINUTES={LOGIN_COOLOFF_MINUTES} must be 1 or more.")
+AXES_ENABLED = LOGIN_FAILURE_LIMIT > 0
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "gallery.web.limits.client_ip"
+AXES_LOCKOUT_CALLABLE = "gallery.web.limits.login_locked_out"
 
 # --- Uploads ---
 MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 25 * 1024 * 1024)

@@ -6,9 +6,11 @@ import django_rq
 import numpy as np
 import pytest
 
-from gallery.indexing import registry
+from gallery.indexing import encoding, registry
 from gallery.indexing.worker import EncodingWorker
+from gallery.library.ingest import ingest_image
 from gallery.models import Embedding
+from tests.images import distinct_images
 
 
 @pytest.fixture(autouse=True)
@@ -22,12 +24,12 @@ def fresh_model_registry_cache():
 @pytest.fixture(autouse=True)
 def redis_trusted_again():
     """A test that took Redis away must not leave the next one skipping the queue or cache."""
+    from gallery import cache
     from gallery.indexing import queueing
-    from gallery.search import query_vectors
 
     yield
     queueing._queue_skipped_until = 0.0
-    query_vectors._cache_skipped_until = 0.0
+    cache.trust_cache_again()
 
 
 def active_vector(image) -> np.ndarray:
@@ -64,6 +66,59 @@ def run_burst_worker(queue):
 def media_root(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     return settings.MEDIA_ROOT
+
+
+@pytest.fixture
+def indexed_images(media_root):
+    """30 indexed images, captioned "photo N", tagged "even" and "odd" in turn."""
+    images = [
+        ingest_image(
+            data=data,
+            filename=f"photo{n}.png",
+            tag_names=["odd" if n % 2 else "even"],
+            caption=f"photo {n}",
+            enqueue=False,
+        ).image
+        for n, data in enumerate(distinct_images(30))
+    ]
+    encoding.encode_images([image.pk for image in images])
+    return images
+
+
+@pytest.fixture
+def stalled_redis_cache(settings):
+    """The cache pointed at a socket that accepts connections and never answers: what a
+    Redis stopped with SIGSTOP looks like to its clients."""
+    import socket
+
+    from gallery import cache
+    from gallery.search import query_vectors
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    server.setblocking(False)
+    settings.CACHES = {
+        "default": {
+            **settings.CACHES["default"],
+            "LOCATION": f"redis://127.0.0.1:{server.getsockname()[1]}/0",
+        }
+    }
+    query_vectors.clear_text_vector_cache()
+    cache.trust_cache_again()
+
+    def connections_since_last_call() -> int:
+        count = 0
+        while True:
+            try:
+                server.accept()[0].close()
+            except BlockingIOError:
+                return count
+            count += 1
+
+    yield connections_since_last_call
+    cache.trust_cache_again()
+    server.close()
 
 
 def clean_child_environment(**extra) -> dict:

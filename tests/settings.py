@@ -17,6 +17,10 @@ os.environ.pop("CLIP_WEIGHTS_FILE", None)
 os.environ.setdefault("DEBUG", "0")
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
 os.environ.setdefault("ENCODE_BATCH_SIZE", "8")
+# Every test client is 127.0.0.1, so per-client rate limits would count the whole session (and
+# the sites `up` tests start); tests/test_limits.py turns them on where it tests them.
+os.environ["SEARCH_RATE_LIMIT"] = ""
+os.environ["QUERY_IMAGE_RATE_LIMIT"] = ""
 
 TEST_DATA_DIR = tempfile.mkdtemp(prefix="visual-search-test-")
 atexit.register(shutil.rmtree, TEST_DATA_DIR, ignore_errors=True)

@@ -41,7 +41,7 @@ def test_bench_serving_answers_every_kind_without_errors_and_reports_memory_per_
 
     # `up`'s defaults: gunicorn with two web workers and one RQ worker.
     roles = sorted(row["process"] for row in figures["memory"])
-    assert roles == ["RQ worker", "gunicorn master", "web worker", "web worker"]
+    assert roles == ["RQ scheduler", "RQ worker", "gunicorn master", "web worker", "web worker"]
     assert all(row["rss_mib"] > 0 for row in figures["memory"])
     # A query image was searched, so the web workers that answered hold the image tower.
     assert "image+text" in {row["towers"] for row in figures["memory"]}

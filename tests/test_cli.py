@@ -86,6 +86,7 @@ def test_a_built_wheel_serves_pages_with_its_templates_and_static_files(tmp_path
         SECRET_KEY="wheel-test",
         ALLOWED_HOSTS="testserver",
         VISUAL_SEARCH_DATA_DIR=str(tmp_path / "data"),
+        SITE_ACCESS="public",  # the gallery page, rendered for an anonymous visitor
     )
     base_python = getattr(sys, "_base_executable", sys.executable)
     result = subprocess.run(

@@ -456,9 +456,9 @@ def test_an_image_deleted_while_its_batch_encodes_does_not_lose_the_batch(
     images = add_images(3, enqueue=False)
     real = encoding._encode_isolating_failures
 
-    def delete_one_then_encode(clip, todo, failures):
+    def delete_one_then_encode(clip, todo, *problems):
         Image.objects.filter(pk=images[1].pk).delete()  # a user deletes it mid-batch
-        return real(clip, todo, failures)
+        return real(clip, todo, *problems)
 
     monkeypatch.setattr(encoding, "_encode_isolating_failures", delete_one_then_encode)
     summary = encoding.encode_images([image.pk for image in images])

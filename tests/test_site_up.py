@@ -552,13 +552,17 @@ images = {
     }
     for image in Image.objects.prefetch_related("tags")
 }
-searches = {
-    words: [
-        [hit.image.sha256, round(hit.score, 5)]
-        for hit in search_images(SearchRequest(text=words, page_size=100)).hits
-    ]
-    for words in ("photo", "a red square", "beach at sunset")
-}
+def ranking(words):
+    found, page = [], 1
+    while True:
+        request = SearchRequest(text=words, page=page, page_size=100)
+        hits = search_images(request, exact=True).hits
+        found += [[hit.image.sha256, round(hit.score, 5)] for hit in hits]
+        if len(hits) < 100:
+            return found
+        page += 1
+
+searches = {words: ranking(words) for words in ("photo", "a red square", "beach at sunset")}
 print(json.dumps({"images": images, "searches": searches}))
 """
 
@@ -586,6 +590,7 @@ def test_a_backup_taken_during_uploads_restores_the_same_library_and_answers(tmp
             while not stop.is_set():
                 n += 1
                 person.upload(image_bytes(pattern=400 + n), f"in-flight-{n}.png")
+                time.sleep(0.2)
 
         uploads = threading.Thread(target=keep_uploading)
         uploads.start()

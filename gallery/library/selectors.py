@@ -1,11 +1,37 @@
 """Reading the library for browsing: the gallery's listing."""
 
+import datetime
+import zoneinfo
+
+from django.conf import settings
+from django.db.models import F
+from django.db.models.functions import Coalesce, TruncDate
+
 from gallery.models import Image
 
 
-def browse_images(*, status: str = ""):
-    """The gallery: newest first, optionally only one indexing status."""
+def browse_images(
+    *,
+    status: str = "",
+    tag: str = "",
+    after: datetime.date | None = None,
+    before: datetime.date | None = None,
+):
+    """The gallery: newest first, optionally only one indexing status, one tag (any case)
+    and a range of days taken (inclusive, the photo's own day as search compares it)."""
     images = Image.objects.prefetch_related("tags")
     if status in Image.Status.values:
         images = images.filter(status=status)
+    if tag:
+        images = images.filter(tags__name__iexact=tag)
+    if after or before:
+        # Rows without `taken_on` (stored before it existed) use their day in TIME_ZONE.
+        day = Coalesce(
+            F("taken_on"), TruncDate("taken_at", tzinfo=zoneinfo.ZoneInfo(settings.TIME_ZONE))
+        )
+        images = images.alias(day_taken=day)
+        if after:
+            images = images.filter(day_taken__gte=after)
+        if before:
+            images = images.filter(day_taken__lte=before)
     return images

@@ -10,15 +10,24 @@ MAX_TAG_LENGTH = Tag._meta.get_field("name").max_length
 
 def parse_tag_names(text: str) -> list[str]:
     """Split a comma-separated tag field; whitespace trimmed, duplicates dropped."""
-    seen, names = set(), []
-    for part in text.split(","):
-        name = " ".join(part.split())
+    return clean_tag_names(text.split(","))
+
+
+def clean_tag_names(names) -> list[str]:
+    """Tag names as given in a list: whitespace trimmed, empty and duplicate (case-insensitive)
+    names dropped, first spelling kept; a name over the length limit is refused."""
+    seen, names_kept = set(), []
+    for part in names:
+        name = " ".join(str(part).split())
         if name and name.lower() not in seen:
+            if "," in name:
+                # Filters take comma-separated names: such a tag could never be asked for.
+                raise RejectedImage(f"A tag cannot contain a comma: {name[:40]!r}.")
             if len(name) > MAX_TAG_LENGTH:
                 raise RejectedImage(f"The tag {name[:20]!r}... is longer than {MAX_TAG_LENGTH}.")
             seen.add(name.lower())
-            names.append(name)
-    return names
+            names_kept.append(name)
+    return names_kept
 
 
 def tags_named(names) -> list[Tag]:

@@ -15,7 +15,7 @@ from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
 
 from gallery import previews
-from gallery.pixels import displayable
+from gallery.pixels import displayable, heif_container_kind
 
 # Pillow format name -> stored file extension.
 ACCEPTED_FORMATS = {
@@ -26,6 +26,8 @@ ACCEPTED_FORMATS = {
     "GIF": "gif",
     "BMP": "bmp",
     "TIFF": "tif",
+    "HEIF": "heic",  # HEIC (HEVC in HEIF), as phones write it; pillow-heif opens it
+    "AVIF": "avif",
 }
 IMAGE_FILE_EXTENSIONS = {
     ".jpg",
@@ -39,6 +41,9 @@ IMAGE_FILE_EXTENSIONS = {
     ".tiff",
     ".svg",
     ".heic",
+    ".heif",
+    ".hif",
+    ".avif",
 }
 EXTENSION_FORMATS = {
     ".jpg": "JPEG",
@@ -50,6 +55,10 @@ EXTENSION_FORMATS = {
     ".bmp": "BMP",
     ".tif": "TIFF",
     ".tiff": "TIFF",
+    ".heic": "HEIF",
+    ".heif": "HEIF",
+    ".hif": "HEIF",
+    ".avif": "AVIF",
 }
 EXIF_IFD = 0x8769
 EXIF_DATETIME_ORIGINAL = 36867
@@ -99,10 +108,19 @@ def size_message(size: int | None) -> str:
 
 
 def validate_image(
-    data: bytes, filename: str, notes: list[str], *, with_preview: bool = False
+    data: bytes,
+    filename: str,
+    notes: list[str],
+    *,
+    with_preview: bool = False,
+    max_pixels: int | None = None,
 ) -> ValidatedImage:
     """Decode the whole image once: proves it is complete and gives size, date, thumbnail and
-    (`with_preview`) the preview, so nothing decodes it again at ingest."""
+    (`with_preview`) the preview, so nothing decodes it again at ingest.
+
+    More than `max_pixels` (default MAX_IMAGE_PIXELS) is refused from the header, before
+    anything is decoded."""
+    max_pixels = max_pixels or settings.MAX_IMAGE_PIXELS
     head = data[:512].lstrip().lower()
     if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in data[:4096].lower()):
         raise RejectedImage(
@@ -116,20 +134,24 @@ def validate_image(
                 image_format = probe.format or ""
                 width, height = probe.size
     except UnidentifiedImageError:
+        if kind := heif_container_kind(data):
+            raise RejectedImage(
+                f"The image is corrupt or truncated: it starts as {kind} but cannot be read."
+            ) from None
         raise RejectedImage(
             "This is not an image file (its content is not a recognised image format)."
         ) from None
     except PILImage.DecompressionBombError:
-        raise _too_many_pixels(None, None) from None
+        raise _too_many_pixels(None, None, max_pixels) from None
     except OSError as error:
         raise RejectedImage(f"The image is corrupt: {error}.") from None
     if image_format not in ACCEPTED_FORMATS:
         raise RejectedImage(
             f"{image_format or 'This'} images are not supported; accepted formats are JPEG, "
-            "PNG, WebP, GIF, BMP and TIFF."
+            "PNG, WebP, GIF, BMP, TIFF, HEIC/HEIF and AVIF."
         )
-    if width * height > settings.MAX_IMAGE_PIXELS:
-        raise _too_many_pixels(width, height)
+    if width * height > max_pixels:
+        raise _too_many_pixels(width, height, max_pixels)
     claimed = EXTENSION_FORMATS.get(_extension(filename))
     if claimed and claimed != image_format and {claimed, image_format} != {"JPEG", "MPO"}:
         notes.append(
@@ -152,19 +174,19 @@ def validate_image(
             thumbnail = _thumbnail(upright)
             preview = previews.preview_jpeg(upright, preview_side) if with_preview else None
     except PILImage.DecompressionBombError:
-        raise _too_many_pixels(width, height) from None
+        raise _too_many_pixels(width, height, max_pixels) from None
     except (OSError, SyntaxError, ValueError) as error:
+        # libheif's messages end with a newline.
         raise RejectedImage(
-            f"The image is corrupt or truncated and cannot be decoded ({error})."
+            f"The image is corrupt or truncated and cannot be decoded ({str(error).strip()})."
         ) from None
     return ValidatedImage(image_format, width, height, taken_at, thumbnail, preview)
 
 
-def _too_many_pixels(width, height) -> RejectedImage:
+def _too_many_pixels(width, height, limit: int) -> RejectedImage:
     size = f"{width} x {height} = {width * height / 1e6:.0f} megapixels" if width else "too many"
     return RejectedImage(
-        f"The image has too many pixels ({size}); the limit is "
-        f"{settings.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels."
+        f"The image has too many pixels ({size}); the limit is {limit / 1e6:.0f} megapixels."
     )
 
 

@@ -71,7 +71,12 @@ def run_evaluation(config: EvaluationConfig, *, report_dir: Path | None = None) 
     with tempfile.TemporaryDirectory(prefix="visual-search-eval-") as workdir:
         # Read the dataset first: a bad path fails before any database is created.
         dataset = _load(config, workdir)
-        with override_settings(**model), sandbox.isolated_library("eval") as library:
+        # The site's paging depth (SEARCH_MAX_RESULTS) does not bound an offline ranking.
+        depth = max(settings.SEARCH_MAX_RESULTS, config.depth + 200)
+        with (
+            override_settings(**model, SEARCH_MAX_RESULTS=depth),
+            sandbox.isolated_library("eval") as library,
+        ):
             labels, captions, duplicates = import_dataset(dataset)
             encode_all(list(labels))
             queries = build_queries(dataset, labels, captions, config)

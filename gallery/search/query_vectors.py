@@ -7,13 +7,13 @@ switch.
 import hashlib
 import logging
 import threading
-import time
 from collections import OrderedDict
 
 import numpy as np
 from django.conf import settings
 from django.core.cache import cache
 
+from gallery.cache import cache_call
 from gallery.indexing import encoder, registry
 from gallery.library.validation import RejectedImage, check_upload_size, validate_image
 from gallery.models import Embedding, Image
@@ -50,36 +50,13 @@ def text_vector(text: str, model=None) -> np.ndarray:
     return vector
 
 
-# After a failed cache call the cache is left alone for this long: with Redis paused, every
-# search used to wait for two socket timeouts (a read and a write).
-CACHE_RETRY_SECONDS = 30
-_cache_skipped_until = 0.0
-
-
-def _cache_call(operation, *args, **kwargs):
-    """A Redis cache call, or None while Redis is failing (the cache only saves work)."""
-    global _cache_skipped_until
-    if time.monotonic() < _cache_skipped_until:
-        return None
-    try:
-        return operation(*args, **kwargs)
-    except Exception as error:
-        _cache_skipped_until = time.monotonic() + CACHE_RETRY_SECONDS
-        logger.warning(
-            "The Redis cache is unavailable (%s); searching without it for %d s",
-            error,
-            CACHE_RETRY_SECONDS,
-        )
-        return None
-
-
 def _cached_in_redis(key: str) -> np.ndarray | None:
-    raw = _cache_call(cache.get, key)
+    raw = cache_call(cache.get, key)
     return None if raw is None else np.frombuffer(raw, dtype=np.float32)
 
 
 def _store_in_redis(key: str, vector: np.ndarray) -> None:
-    _cache_call(cache.set, key, vector.astype(np.float32).tobytes())
+    cache_call(cache.set, key, vector.astype(np.float32).tobytes())
 
 
 def preload_text_encoder() -> None:
@@ -173,7 +150,9 @@ def query_image_vector(data: bytes, filename: str = "query image") -> np.ndarray
 
     try:
         check_upload_size(len(data))
-        validate_image(data, filename, notes=[])
+        # Fewer pixels than uploads may have, refused before decoding: a query image is
+        # decoded on the web process, for every search that posts one.
+        validate_image(data, filename, notes=[], max_pixels=settings.QUERY_IMAGE_MAX_PIXELS)
     except RejectedImage as error:
         raise SearchError("image", str(error)) from None
     clip = registry.load_encoder(registry.active_model())

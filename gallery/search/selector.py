@@ -16,6 +16,8 @@ filters (a 0.5 % filter returned 0.2 of 10 rows without it, 10 of 10 with it); t
 materialized CTE then restores strict order, as pgvector's documentation prescribes.
 """
 
+import math
+import re
 import time
 from dataclasses import dataclass
 
@@ -151,6 +153,8 @@ def _searchable(filters) -> str:
     return "gallery_embedding e"
 
 
+# The totals come as one row even when the page is empty (its image columns then NULL): they
+# tell a page past the end of the results from an index scan that fell short.
 SEARCH_SQL = """
 WITH candidates AS MATERIALIZED (
     SELECT e.image_id AS id, {distance} AS distance
@@ -158,17 +162,26 @@ WITH candidates AS MATERIALIZED (
     WHERE {conditions}
     ORDER BY distance
     LIMIT %(pool)s
+),
+totals AS (
+    SELECT count(*) AS candidate_count,
+           count(*) FILTER (WHERE distance <= %(max_distance)s) AS match_count,
+           1 - min(distance) AS best_score
+    FROM candidates
+),
+page AS (
+    SELECT {columns}, c.distance
+    FROM candidates c JOIN gallery_image i ON i.id = c.id
+    WHERE c.distance <= %(max_distance)s
+    ORDER BY {order}
+    LIMIT %(limit)s OFFSET %(offset)s
 )
-SELECT {columns}, 1 - c.distance AS score,
-       (SELECT count(*) FROM candidates) AS candidate_count,
-       (SELECT 1 - min(distance) FROM candidates) AS best_score,
+SELECT p.*, 1 - p.distance AS score, t.candidate_count, t.match_count, t.best_score,
        ARRAY(SELECT tag.name FROM gallery_tag tag
              JOIN gallery_image_tags it ON it.tag_id = tag.id
-             WHERE it.image_id = i.id ORDER BY lower(tag.name)) AS tag_names
-FROM candidates c JOIN gallery_image i ON i.id = c.id
-WHERE c.distance <= %(max_distance)s
-ORDER BY {order}
-LIMIT %(limit)s OFFSET %(offset)s
+             WHERE it.image_id = p.id ORDER BY lower(tag.name)) AS tag_names
+FROM totals t LEFT JOIN page p ON true
+ORDER BY {page_order}
 """
 # The image's columns; never the vector, which the page does not show (~0.2 ms a row to parse).
 RESULT_COLUMNS = ", ".join(f"i.{field.column}" for field in Image._meta.concrete_fields)
@@ -189,7 +202,19 @@ def _distance(model: EmbeddingModel) -> str:
     return f"(e.vector::vector({dimensions})) <=> %(query)s::vector({dimensions})"
 
 
-def _run(sql: str, params: dict, *, exact: bool) -> list[Image]:
+def _page_order(order: str) -> str:
+    """An ORDERS entry for the page's own rows (aliased p)."""
+    return re.sub(r"\b[ci]\.", "p.", order)
+
+
+@dataclass
+class _Totals:
+    candidates: int  # rows the vector scan returned (at most the pool)
+    matches: int  # those at or above the minimum score
+    best_score: float | None
+
+
+def _run(sql: str, params: dict, *, exact: bool) -> tuple[list[Image], _Totals]:
     with transaction.atomic(), connection.cursor() as cursor:
         # set_config(..., true) is SET LOCAL: it lasts until this transaction ends.
         if exact:
@@ -206,7 +231,10 @@ def _run(sql: str, params: dict, *, exact: bool) -> list[Image]:
         # Reads only: rolling back ends the settings above here, even when the caller is
         # already inside a transaction (where releasing a savepoint would keep them).
         transaction.set_rollback(True)
-        return rows
+    first = rows[0]  # the totals' row is always there
+    best = None if first.best_score is None else float(first.best_score)
+    totals = _Totals(first.candidate_count, first.match_count, best)
+    return [row for row in rows if row.pk is not None], totals
 
 
 _vector_counts: dict[int, tuple[int, float]] = {}  # model pk -> (vectors, when counted)
@@ -237,6 +265,15 @@ def search_images(request: SearchRequest, *, exact: bool | None = None) -> Searc
         )
     if request.min_score is not None and not -1 <= request.min_score <= 1:
         raise SearchError("min_score", "min_score must be between -1 and 1.")
+    offset = (request.page - 1) * request.page_size
+    if offset >= settings.SEARCH_MAX_RESULTS:
+        limit = settings.SEARCH_MAX_RESULTS
+        raise SearchError(
+            "page",
+            f"Results stop at {limit:,}: page {request.page} would start at result "
+            f"{offset + 1:,}. With {request.page_size} results a page, the last page is "
+            f"{math.ceil(limit / request.page_size):,}; narrow the search to see others.",
+        )
     filters = _filters(request)  # before encoding: a bad filter is cheaper to report
     model = registry.active_model()
     vector, has_image = query_vector(request, model)
@@ -249,10 +286,11 @@ def search_images(request: SearchRequest, *, exact: bool | None = None) -> Searc
     for _, condition, values in filters:
         conditions.append(condition)
         params.update(values)
-    offset = (request.page - 1) * request.page_size
-    wanted = offset + request.page_size + 1  # one more tells whether a next page exists
+    # One more row than the page tells whether a next page exists; none past the depth limit.
+    wanted = offset + request.page_size + 1
     # Sorting by date pages through a fixed pool of the most relevant hits.
     pool = wanted if request.sort == "relevance" else settings.SEARCH_DATE_SORT_POOL
+    pool = min(pool, settings.SEARCH_MAX_RESULTS)
     params.update(
         query=_vector_literal(vector),
         pool=pool,
@@ -266,16 +304,17 @@ def search_images(request: SearchRequest, *, exact: bool | None = None) -> Searc
         columns=RESULT_COLUMNS,
         conditions=" AND ".join(conditions),
         order=ORDERS[request.sort],
+        page_order=_page_order(ORDERS[request.sort]),
     )
     if exact is None:
         exact = use_exact_scan(model)
     started = time.perf_counter()
-    rows = _run(sql, params, exact=exact)
-    if not exact and _scan_fell_short(rows, pool):
+    rows, totals = _run(sql, params, exact=exact)
+    if not exact and _index_scan_fell_short(totals, pool, model, filters, conditions, params):
         # The index ran out of scan budget before finding enough rows that pass the filters:
         # answer exactly instead of returning a short page.
         exact = True
-        rows = _run(sql, params, exact=True)
+        rows, totals = _run(sql, params, exact=True)
     database_ms = (time.perf_counter() - started) * 1000
     threshold = settings.SEARCH_IMAGE_CONFIDENCE if has_image else settings.SEARCH_TEXT_CONFIDENCE
     results = SearchResults(
@@ -283,19 +322,40 @@ def search_images(request: SearchRequest, *, exact: bool | None = None) -> Searc
         page=request.page,
         page_size=request.page_size,
         has_next=len(rows) > request.page_size,
-        best_score=float(rows[0].best_score) if rows else None,
+        best_score=totals.best_score if rows else None,
         confidence_threshold=threshold,
         strategy="exact" if exact else "hnsw",
         database_ms=database_ms,
     )
-    if not results.hits:
+    if not results.hits and request.page > 1 and totals.matches:
+        # Past the end: the totals say where the results end; nothing needs counting.
+        last = math.ceil(totals.matches / request.page_size)
+        results.empty_reason = (
+            f"There are no results on page {request.page}; the results end on page {last}."
+        )
+    elif not results.hits:
         results.empty_reason = explain_empty(request, filters, vector, model)
     return results
 
 
-def _scan_fell_short(rows: list[Image], pool: int) -> bool:
-    """Fewer candidates than asked for: the filters may have outlasted the scan budget."""
-    return not rows or rows[0].candidate_count < pool
+def _index_scan_fell_short(totals: _Totals, pool: int, model, filters, conditions, params) -> bool:
+    """Whether an exact scan could find candidates the index scan did not (it ran out of scan
+    budget before `pool` rows passed the filters).
+
+    Not when the results simply end before the pool is full (a page past the end, a small
+    library, a narrow filter): then every vector of the model was a candidate, or the rows
+    that pass the filters, counted only up to the pool, are no more than the candidates.
+    That count computes no distance; an exact scan computes one for every row that passes.
+    """
+    if totals.candidates >= pool or totals.candidates >= _searchable_count(model):
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM {_searchable(filters)} "
+            f"WHERE {' AND '.join(conditions)} LIMIT %(pool)s) passing",
+            params,
+        )
+        return cursor.fetchone()[0] > totals.candidates
 
 
 # -- explaining an empty page ----------------------------------------------------------------

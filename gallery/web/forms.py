@@ -1,9 +1,12 @@
 """Forms for the pages; each file's own validation happens in gallery/ingest.py."""
 
+from urllib.parse import urlencode
+
 from django import forms
 
 from gallery.library.tags import parse_tag_names
 from gallery.library.validation import RejectedImage
+from gallery.models import Image
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -12,9 +15,10 @@ class MultipleFileInput(forms.ClearableFileInput):
 
 class UploadForm(forms.Form):
     files = forms.FileField(
-        widget=MultipleFileInput(attrs={"accept": "image/*", "multiple": True}),
+        # The extensions too: file pickers that know no MIME type for HEIC would hide it.
+        widget=MultipleFileInput(attrs={"accept": "image/*,.heic,.heif,.avif", "multiple": True}),
         required=False,
-        help_text="JPEG, PNG, WebP, GIF, BMP or TIFF.",
+        help_text="JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC/HEIF or AVIF.",
     )
     tags = forms.CharField(
         required=False, max_length=2000, help_text="Comma-separated, applied to every file."
@@ -104,3 +108,120 @@ class SearchForm(forms.Form):
     def first_error(self) -> tuple[str, str]:
         name, errors = next(iter(self.errors.items()))
         return name, " ".join(errors)
+
+
+# -- the library: editing, selecting and filtering images ------------------------------------
+
+
+def _tag_names_field(form: forms.Form) -> list[str]:
+    try:
+        return parse_tag_names(form.cleaned_data["tags"])
+    except RejectedImage as error:
+        raise forms.ValidationError(str(error)) from None
+
+
+class ImageEditForm(forms.Form):
+    caption = forms.CharField(
+        required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 3})
+    )
+    tags = forms.CharField(
+        required=False, max_length=2000, help_text="Comma-separated; replaces the image's tags."
+    )
+
+    @classmethod
+    def for_image(cls, image) -> "ImageEditForm":
+        tags = ", ".join(tag.name for tag in image.tags.all())
+        return cls(initial={"caption": image.caption, "tags": tags})
+
+    def clean_tags(self) -> list[str]:
+        return _tag_names_field(self)
+
+
+class ImageIdsField(forms.Field):
+    """Checked images of a page: their ids, each at most once."""
+
+    widget = forms.MultipleHiddenInput
+    MAX_IMAGES = 1000
+
+    def to_python(self, value) -> list[int]:
+        try:
+            ids = sorted({int(item) for item in value or []})
+        except (TypeError, ValueError):
+            raise forms.ValidationError(
+                "The selection names an image that does not exist."
+            ) from None
+        if len(ids) > self.MAX_IMAGES:
+            raise forms.ValidationError(f"Select at most {self.MAX_IMAGES} images at once.")
+        return ids
+
+
+class ImageSelectionForm(forms.Form):
+    """What to do with the images checked in the gallery."""
+
+    images = ImageIdsField(error_messages={"required": "Select at least one image first."})
+    action = forms.ChoiceField(choices=[("delete", "Delete"), ("tag", "Add tags")])
+    tags = forms.CharField(required=False, max_length=2000)
+    # The gallery's query string (filters and page), to return to the same listing.
+    return_to = forms.CharField(required=False, max_length=2000)
+
+    def clean_tags(self) -> list[str]:
+        return _tag_names_field(self)
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("action") == "tag" and not cleaned.get("tags"):
+            self.add_error("tags", "Type the tags to add to the selected images.")
+        return cleaned
+
+    def error_text(self) -> str:
+        return " ".join(message for errors in self.errors.values() for message in errors)
+
+
+class GalleryFilterForm(forms.Form):
+    """The gallery's filters; also what paging links and the selection's return carry."""
+
+    tag = forms.CharField(required=False, max_length=64, label="Tag")
+    after = forms.DateField(
+        required=False, label="Taken from", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    before = forms.DateField(
+        required=False, label="Taken until", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    status = forms.ChoiceField(
+        required=False,
+        label="Indexing",
+        choices=[("", "Any"), *Image.Status.choices],
+    )
+    page = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+
+    FILTERS = ("tag", "after", "before", "status")
+
+    def clean_tag(self) -> str:
+        return " ".join(self.cleaned_data["tag"].split())
+
+    def clean(self):
+        cleaned = super().clean()
+        after, before = cleaned.get("after"), cleaned.get("before")
+        if after and before and after > before:
+            self.add_error("after", f"The date range is reversed: {after} is after {before}.")
+        return cleaned
+
+    def filters(self) -> dict:
+        """The valid filters, as `selectors.browse_images` takes them (invalid ones left out)."""
+        data = getattr(self, "cleaned_data", {})
+        return {name: data[name] for name in self.FILTERS if data.get(name)}
+
+    def query(self, **changes) -> str:
+        """A query string of the valid filters (no page unless given), with `changes`."""
+        values = {**self.filters(), **changes}
+        return urlencode(
+            {
+                name: value.isoformat() if hasattr(value, "isoformat") else value
+                for name, value in values.items()
+                if value
+            }
+        )
+
+    @property
+    def active(self) -> bool:
+        return bool(self.filters())

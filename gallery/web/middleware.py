@@ -17,44 +17,57 @@ LOG_EVERY_SECONDS = 60
 MESSAGE = "The library's database is unavailable right now; try again in a moment."
 
 
+DATABASE_ERRORS = (OperationalError, InterfaceError)
+
+
 class DatabaseUnavailableMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
-        self._last_logged = 0.0
-        self._suppressed = 0
-        self._lock = threading.Lock()
 
     def __call__(self, request):
         return self.get_response(request)
 
     def process_exception(self, request, exception):
-        if not isinstance(exception, (OperationalError, InterfaceError)):
+        if not isinstance(exception, DATABASE_ERRORS):
             return None
-        self._log(exception)
-        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
-        if request.path.startswith("/api/") or (
-            request.accepts("application/json") and not request.accepts("text/html")
-        ):
-            response = JsonResponse(
-                {"error": {"parameter": None, "message": MESSAGE}}, status=503, headers=headers
-            )
-        else:
-            # Rendered without the request: context processors would reach for the database.
-            page = render_to_string("unavailable.html", {"message": MESSAGE})
-            response = HttpResponse(page, status=503, headers=headers)
-        response._has_been_logged = True  # logged above, once per interval; not per request
-        return response
+        return database_unavailable_response(request, exception)
 
-    def _log(self, exception) -> None:
-        with self._lock:
-            now = time.monotonic()
-            if now - self._last_logged < LOG_EVERY_SECONDS:
-                self._suppressed += 1
-                return
-            suppressed, self._suppressed, self._last_logged = self._suppressed, 0, now
-        logger.error(
-            "Database unavailable: %s (%d more such requests in the last %d s answered 503)",
-            str(exception).strip().splitlines()[0] if str(exception).strip() else exception,
-            suppressed,
-            LOG_EVERY_SECONDS,
+
+def database_unavailable_response(request, exception) -> HttpResponse:
+    """The 503 for a request the database could not answer; also used by middleware that
+    reads the database before any view runs (sessions, API tokens)."""
+    _log(exception)
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    if request.path.startswith("/api/") or (
+        request.accepts("application/json") and not request.accepts("text/html")
+    ):
+        response = JsonResponse(
+            {"error": {"parameter": None, "message": MESSAGE}}, status=503, headers=headers
         )
+    else:
+        # Rendered without the request: context processors would reach for the database.
+        page = render_to_string("unavailable.html", {"message": MESSAGE})
+        response = HttpResponse(page, status=503, headers=headers)
+    response._has_been_logged = True  # logged above, once per interval; not per request
+    return response
+
+
+_last_logged = 0.0
+_suppressed = 0
+_log_lock = threading.Lock()
+
+
+def _log(exception) -> None:
+    global _last_logged, _suppressed
+    with _log_lock:
+        now = time.monotonic()
+        if now - _last_logged < LOG_EVERY_SECONDS:
+            _suppressed += 1
+            return
+        suppressed, _suppressed, _last_logged = _suppressed, 0, now
+    logger.error(
+        "Database unavailable: %s (%d more such requests in the last %d s answered 503)",
+        str(exception).strip().splitlines()[0] if str(exception).strip() else exception,
+        suppressed,
+        LOG_EVERY_SECONDS,
+    )

@@ -3,50 +3,164 @@
 from urllib.parse import urlencode
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import JsonResponse
+from django.http import JsonResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_POST
 from django.views.static import serve
 
 from gallery.indexing import encoder, progress
-from gallery.library import ingest, selectors, validation
+from gallery.library import ingest, lifecycle, permissions, selectors, validation
 from gallery.models import Image
 from gallery.search import query_vectors, selector
 from gallery.search.query_syntax import SYNTAX_HELP
 from gallery.search.request import SearchError
 from gallery.web import health
-from gallery.web.forms import SearchForm, UploadForm
+from gallery.web.forms import (
+    GalleryFilterForm,
+    ImageEditForm,
+    ImageSelectionForm,
+    SearchForm,
+    UploadForm,
+)
+from gallery.web.limits import limit_search_rate
 
 GALLERY_PAGE_SIZE = 48
 
 
 def gallery(request):
-    status = request.GET.get("status", "")
-    images = selectors.browse_images(status=status)
+    filters = GalleryFilterForm(request.GET)
+    valid = filters.is_valid()  # invalid filters are left out and their errors shown
+    images = selectors.browse_images(**filters.filters())
     page = Paginator(images, GALLERY_PAGE_SIZE).get_page(request.GET.get("page"))
+    counts = progress.status_counts()
+    query = filters.query()
     context = {
         "page": page,
-        "status": status,
-        "counts": progress.status_counts(),
-        "query_prefix": f"status={status}&" if status in Image.Status.values else "",
+        "filters": filters,
+        "status": filters.filters().get("status", ""),
+        "counts": counts,
+        "all_statuses_query": filters.query(status=""),
+        "status_links": [
+            (value, label, counts.get(value, 0), filters.query(status=value))
+            for value, label in Image.Status.choices
+        ],
+        "query_prefix": f"{query}&" if query else "",
+        "return_query": filters.query(page=page.number),
+        "changeable_ids": permissions.changeable_image_ids(request.user, page.object_list),
     }
-    return render(request, "gallery/gallery.html", context)
+    return render(request, "gallery/gallery.html", context, status=200 if valid else 400)
+
+
+def _image_page(request, image: Image, *, edit_form=None, status: int = 200):
+    can_change = permissions.can_change_image(request.user, image)
+    context = {
+        "image": image,
+        "can_change": can_change,
+        "edit_form": edit_form or (ImageEditForm.for_image(image) if can_change else None),
+    }
+    return render(request, "gallery/image_detail.html", context, status=status)
 
 
 def image_detail(request, pk: int):
     image = get_object_or_404(Image.objects.prefetch_related("tags"), pk=pk)
-    return render(request, "gallery/image_detail.html", {"image": image})
+    return _image_page(request, image)
+
+
+# Changing images: POST only, CSRF-checked. The services refuse (PermissionDenied, which
+# Django answers with 403) whatever `request.user` may not change, before changing anything.
+
+
+@login_required
+@require_POST
+def image_edit(request, pk: int):
+    image = get_object_or_404(Image.objects.prefetch_related("tags"), pk=pk)
+    form = ImageEditForm(request.POST)
+    if not permissions.can_change_image(request.user, image):
+        raise PermissionDenied("You may change only images you uploaded.")
+    if not form.is_valid():
+        return _image_page(request, image, edit_form=form, status=400)
+    try:
+        lifecycle.edit_image(
+            image=image,
+            caption=form.cleaned_data["caption"],
+            tags=form.cleaned_data["tags"],
+            by=request.user,
+        )
+    except lifecycle.LibraryError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, "Saved the caption and tags.")
+    return redirect("image_detail", pk=pk)
+
+
+@login_required
+@require_POST
+def image_delete(request, pk: int):
+    image = get_object_or_404(Image, pk=pk)
+    lifecycle.delete_images(images=[image], by=request.user)
+    messages.success(request, f"Deleted {image}.")
+    return redirect("gallery")
+
+
+@login_required
+@require_POST
+def image_retry(request, pk: int):
+    image = get_object_or_404(Image, pk=pk)
+    if lifecycle.retry_failed_images(images=[image], by=request.user):
+        messages.success(request, "Queued for indexing again.")
+    else:
+        messages.info(request, "This image has not failed: nothing to retry.")
+    return redirect("image_detail", pk=pk)
+
+
+def _gallery_url(query: str) -> str:
+    """The gallery with the filters and page of `query` (only those: never another site)."""
+    listing = GalleryFilterForm(QueryDict(query))
+    listing.is_valid()
+    query = listing.query(page=listing.cleaned_data.get("page"))
+    return reverse("gallery") + (f"?{query}" if query else "")
+
+
+@login_required
+@require_POST
+def gallery_selection(request):
+    """Delete, or add tags to, the images checked in the gallery; then back to the same page."""
+    form = ImageSelectionForm(request.POST)
+    target = _gallery_url(request.POST.get("return_to", ""))
+    if not form.is_valid():
+        messages.error(request, form.error_text())
+        return redirect(target)
+    images, action = form.cleaned_data["images"], form.cleaned_data["action"]
+    try:
+        if action == "delete":
+            count = lifecycle.delete_images(images=images, by=request.user)
+            messages.success(request, f"Deleted {count} image{'s' if count != 1 else ''}.")
+        else:
+            tags = form.cleaned_data["tags"]
+            count = lifecycle.tag_images(images=images, tags=tags, by=request.user)
+            messages.success(
+                request,
+                f"Added {', '.join(tags)} to {count} image{'s' if count != 1 else ''}.",
+            )
+    except lifecycle.LibraryError as error:
+        messages.error(request, str(error))
+    return redirect(target)
 
 
 def serve_media(request, path: str):
     """Originals and thumbnails, served by Django so `up` needs no other web server."""
     response = serve(request, path, document_root=settings.MEDIA_ROOT)
-    # Files are named by their content hash: a name never points at other bytes.
-    response["Cache-Control"] = "public, max-age=31536000, immutable"
+    # Files are named by their content hash: a name never points at other bytes. A private
+    # library's files are for its members only: no shared cache (a proxy, a CDN) may keep
+    # them and hand them to someone else.
+    audience = "public" if settings.SITE_ACCESS == "public" else "private"
+    response["Cache-Control"] = f"{audience}, max-age=31536000, immutable"
     return response
 
 
@@ -150,6 +264,7 @@ def _paging_query(form: SearchForm, token: str, page: int) -> str:
 # search addresses stay clean and shareable.
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
+@limit_search_rate
 def search_page(request):
     form = SearchForm(
         request.POST if request.method == "POST" else request.GET or None, request.FILES or None
@@ -203,6 +318,14 @@ def _api_error(parameter: str, message: str) -> JsonResponse:
 @csrf_exempt  # a read-only query endpoint, used by scripts without a session
 @require_http_methods(["GET", "POST"])
 def api_search(request):
+    """The first search API, kept as it was; /api/v1/search answers the same way."""
+    return search_json_response(request, url_name="api_search")
+
+
+@limit_search_rate  # here, so both /api/search and /api/v1/search are counted
+def search_json_response(request, *, url_name: str) -> JsonResponse:
+    """The JSON answer to a search sent as query parameters (GET) or form fields and an
+    image file (POST); links to other pages point at the URL named `url_name`."""
     form = SearchForm(request.GET if request.method == "GET" else request.POST, request.FILES)
     if not form.is_valid():
         return _api_error(*form.first_error())
@@ -214,7 +337,7 @@ def api_search(request):
         return _api_error(error.parameter, str(error))
     except encoder.ModelWeightsUnavailable as error:
         return JsonResponse({"error": {"parameter": None, "message": str(error)}}, status=503)
-    base = request.build_absolute_uri(reverse("api_search")) + "?"
+    base = request.build_absolute_uri(reverse(url_name)) + "?"
     return JsonResponse(
         {
             "results": [_hit_json(request, hit) for hit in results.hits],

@@ -1,0 +1,9 @@
+"""RQ jobs of the library: take names, call a service. Retries are set where it is queued."""
+
+from gallery.library import lifecycle
+
+
+def remove_files_job(files: dict[str, list[str]]) -> int:
+    """Remove the files of deleted images; raises (so RQ retries) while any is left."""
+    lifecycle.remove_image_files(files, strict=True)
+    return sum(map(len, files.values()))
