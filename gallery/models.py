@@ -91,6 +91,9 @@ class Image(models.Model):
     queued_at = models.DateTimeField(null=True, blank=True)
     # When the active model's vector was stored (`indexed` means the active model has one).
     indexed_at = models.DateTimeField(null=True, blank=True)
+    # Text read inside the image (OCR), searchable by keyword; when reading it last finished.
+    ocr_text = models.TextField(blank=True, default="")
+    ocr_read_at = models.DateTimeField(null=True, blank=True)
 
     objects = ImageQuerySet.as_manager()
 

