@@ -245,6 +245,9 @@ def test_up_restarts_a_killed_postgresql_and_the_site_recovers_by_itself(tmp_pat
     with running_up(tmp_path) as site:
         pid_file = site.data_dir / "postgres" / "postmaster.pid"
         postmaster = int(pid_file.read_text().split()[0])
+        # A parent folder tightened meanwhile (pytest resets its base folder to 0700 when
+        # another run starts): as root, the server's system user could no longer reach it.
+        os.chmod(tmp_path, 0o700)
         os.kill(postmaster, signal.SIGKILL)
 
         site.wait_for(r"PostgreSQL exited; restarted it", timeout=30)
