@@ -92,7 +92,8 @@ class Image(models.Model):
     # When the active model's vector was stored (`indexed` means the active model has one).
     indexed_at = models.DateTimeField(null=True, blank=True)
     # Text read inside the image (OCR), searchable by keyword; when reading it last finished.
-    ocr_text = models.TextField(blank=True, default="")
+    # db_default: rows inserted by raw SQL (bench_search loads with COPY) get it too.
+    ocr_text = models.TextField(blank=True, default="", db_default="")
     ocr_read_at = models.DateTimeField(null=True, blank=True)
 
     objects = ImageQuerySet.as_manager()

@@ -154,6 +154,11 @@ if not REDIS_URL:
         "embedded Valkey server when it is unset, or set REDIS_URL=redis://host:6379/0."
     )
 ENCODING_QUEUE = env_str("ENCODING_QUEUE", "default")
+# Text inside images (OCR, gallery/indexing/ocr.py): read after an image is indexed, by a job
+# on its own queue, so its slower model (several times the encoder's time per image) never
+# delays a vector (README, "Text in images").
+OCR_ENABLED = env_bool("OCR_ENABLED", True)
+OCR_QUEUE = env_str("OCR_QUEUE", "ocr")
 # Short timeouts keep an upload from hanging on a stalled or unreachable Redis (the image then
 # stays pending for `requeue`). RQ workers raise the read timeout above their blocking wait
 # for jobs by themselves (rq.Worker._set_connection).
@@ -162,7 +167,7 @@ QUEUE_URL = (
 )
 RQ_QUEUES = {
     name: {"URL": QUEUE_URL, "DEFAULT_TIMEOUT": env_int("RQ_JOB_TIMEOUT", 600)}
-    for name in {"default", ENCODING_QUEUE}
+    for name in {"default", ENCODING_QUEUE, OCR_QUEUE}
 }
 RQ_SHOW_ADMIN_LINK = True
 
@@ -236,10 +241,25 @@ SEARCH_PAGE_SIZE = env_int("SEARCH_PAGE_SIZE", 24)
 SEARCH_MAX_PAGE_SIZE = 100
 # Sorting by date orders the most relevant hits (at most this many) by when they were taken.
 SEARCH_DATE_SORT_POOL = env_int("SEARCH_DATE_SORT_POOL", 500)
+# Hybrid search fuses the vector and the keyword rankings read this deep (at least; a deeper
+# page reads them to its own depth), so the first pages all fuse the same rankings.
+SEARCH_HYBRID_DEPTH = env_int("SEARCH_HYBRID_DEPTH", 200)
 # Below these cosine similarities a best match is reported as "no confident match".
 SEARCH_TEXT_CONFIDENCE = float(env_str("SEARCH_TEXT_CONFIDENCE", "0.2"))
 SEARCH_IMAGE_CONFIDENCE = float(env_str("SEARCH_IMAGE_CONFIDENCE", "0.6"))
 TEXT_VECTOR_CACHE_SIZE = env_int("TEXT_VECTOR_CACHE_SIZE", 2048)
+# Near-duplicates (README, "Near-duplicates"; chosen with bench_duplicates): search results
+# whose vectors are at this cosine similarity or more fold into one tile, and the staff page's
+# candidate pairs start there; a pair is confirmed when the pHashes of the two thumbnails
+# differ in at most NEAR_DUPLICATE_PHASH_DISTANCE of 64 bits.
+NEAR_DUPLICATE_SIMILARITY = float(env_str("NEAR_DUPLICATE_SIMILARITY", "0.9"))
+NEAR_DUPLICATE_PHASH_DISTANCE = env_int("NEAR_DUPLICATE_PHASH_DISTANCE", 12)
+NEAR_DUPLICATE_NEIGHBOURS = env_int("NEAR_DUPLICATE_NEIGHBOURS", 10)
+# Relevance feedback ("more like these / less like these", README): Rocchio's weights for the
+# query, the mean of the images marked relevant and the mean of those marked not relevant.
+FEEDBACK_ALPHA = float(env_str("FEEDBACK_ALPHA", "1.0"))
+FEEDBACK_BETA = float(env_str("FEEDBACK_BETA", "0.75"))
+FEEDBACK_GAMMA = float(env_str("FEEDBACK_GAMMA", "0.25"))
 
 CACHES = {
     "default": {

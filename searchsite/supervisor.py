@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.management import call_command
@@ -63,7 +63,9 @@ def _spawn(command: list[str], *, env: dict[str, str], output=None) -> subproces
     )
 
 
-def worker_command(queue: str = "default") -> list[str]:
+def worker_command(
+    queue: str = "default", worker_class: str = "gallery.indexing.worker.EncodingWorker"
+) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -71,10 +73,16 @@ def worker_command(queue: str = "default") -> list[str]:
         "rqworker",
         queue,
         "--worker-class",
-        "gallery.indexing.worker.EncodingWorker",
-        # RQ's scheduler runs the retries of failed jobs (one worker holds its lock).
+        worker_class,
+        # RQ's scheduler runs the retries of failed jobs (one worker per queue holds its lock).
         "--with-scheduler",
     ]
+
+
+def ocr_worker_command() -> list[str]:
+    """The OCR worker: its own process on its own queue, so a slow OCR job never holds up an
+    encoding job (README, "Text in images")."""
+    return worker_command(settings.OCR_QUEUE, "gallery.indexing.worker.OcrWorker")
 
 
 def web_command(host: str, port: int, web_workers: int) -> list[str]:
@@ -139,7 +147,7 @@ def stop_processes(children: list[subprocess.Popen]) -> None:
 @dataclass
 class SiteProcesses:
     """The children `up` runs beside the servers: gunicorn (whose master forks the web
-    workers) and the RQ encoding workers."""
+    workers), the RQ encoding workers and the OCR worker (none when OCR is off)."""
 
     web: subprocess.Popen
     workers: list[subprocess.Popen]
@@ -149,10 +157,15 @@ class SiteProcesses:
 
     @property
     def children(self) -> list[subprocess.Popen]:
-        return [self.web, *self.workers]
+        return [self.web, *self.workers, *self.ocr_workers]
 
     web_command: list[str] | None = None
     web_env: dict[str, str] | None = None
+    ocr_workers: list[subprocess.Popen] = field(default_factory=list)
+    ocr_env: dict[str, str] | None = None
+
+    def start_ocr_worker(self) -> subprocess.Popen:
+        return _spawn(ocr_worker_command(), env=self.ocr_env, output=self.output)
 
     def start_worker(self) -> subprocess.Popen:
         return _spawn(worker_command(self.queue), env=self.worker_env, output=self.output)
@@ -165,12 +178,21 @@ class SiteProcesses:
 
 
 def start_site_processes(
-    *, host: str, port: int, workers: int, web_workers: int, env=None, output=None
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    web_workers: int,
+    env=None,
+    output=None,
+    ocr_workers: int | None = None,
 ) -> SiteProcesses:
     """Start the RQ workers and gunicorn, each process with its share of the cores.
 
     `env` (default: this process's environment) is what the children run with, plus the
     thread budget; the workers listen on the queue the site enqueues to (ENCODING_QUEUE).
+    `ocr_workers` (default: one, none with OCR_ENABLED=0) listen on OCR_QUEUE; the OCR worker
+    counts as one more worker in the share of the cores, since OCR is background work.
     """
     env = dict(os.environ if env is None else env)
     worker_env = {**env, **thread_budget(workers)}
@@ -178,10 +200,26 @@ def start_site_processes(
     worker_processes = [
         _spawn(worker_command(queue), env=worker_env, output=output) for _ in range(workers)
     ]
+    if ocr_workers is None:
+        ocr_workers = 1 if settings.OCR_ENABLED else 0
+    ocr_env = {**env, **thread_budget(workers + ocr_workers)}
+    ocr_processes = [
+        _spawn(ocr_worker_command(), env=ocr_env, output=output) for _ in range(ocr_workers)
+    ]
     web_env = {**env, **thread_budget(web_workers)}
     command = web_command(host, port, web_workers)
     web = _spawn(command, env=web_env, output=output)
-    return SiteProcesses(web, worker_processes, worker_env, queue, output, command, web_env)
+    return SiteProcesses(
+        web,
+        worker_processes,
+        worker_env,
+        queue,
+        output,
+        command,
+        web_env,
+        ocr_workers=ocr_processes,
+        ocr_env=ocr_env,
+    )
 
 
 def _prepare_models(out) -> None:
@@ -266,6 +304,7 @@ class ChildWatch:
 
 def _requeue_lost_images(out) -> None:
     from gallery.indexing.queueing import requeue_lost_images
+    from gallery.indexing.text_reading import requeue_unread_images
 
     try:
         queued = requeue_lost_images()
@@ -275,6 +314,11 @@ def _requeue_lost_images(out) -> None:
     if queued:
         out.write(f"Re-queued {queued} pending image(s) for encoding.\n")
         out.flush()
+    try:
+        # Quietly: after an upgrade this queues the existing library's OCR a round at a time.
+        requeue_unread_images()
+    except Exception as error:
+        out.write(f"Could not queue OCR of unread images: {error}\n")
 
 
 def run_site(*, host: str, port: int, workers: int, web_workers: int, out) -> int:
@@ -297,6 +341,7 @@ def run_site(*, host: str, port: int, workers: int, web_workers: int, out) -> in
         watches = [ServiceWatch("PostgreSQL", out), ServiceWatch("Valkey", out)]
         web_watch = ChildWatch("gunicorn", out)
         worker_watches = [ChildWatch("RQ worker", out) for _ in site.workers]
+        ocr_watches = [ChildWatch("OCR worker", out) for _ in site.ocr_workers]
         while not stop_requested.wait(1.0):
             services = current_services()
             if services is not None:
@@ -311,6 +356,10 @@ def run_site(*, host: str, port: int, workers: int, web_workers: int, out) -> in
             for index, watch in enumerate(worker_watches):
                 site.workers[index] = watch.restart_if_exited(
                     site.workers[index], site.start_worker
+                )
+            for index, watch in enumerate(ocr_watches):
+                site.ocr_workers[index] = watch.restart_if_exited(
+                    site.ocr_workers[index], site.start_ocr_worker
                 )
     finally:
         out.write("Stopping web server and workers...\n")

@@ -25,10 +25,11 @@ def fresh_model_registry_cache():
 def redis_trusted_again():
     """A test that took Redis away must not leave the next one skipping the queue or cache."""
     from gallery import cache
-    from gallery.indexing import queueing
+    from gallery.indexing import queueing, text_reading
 
     yield
     queueing._queue_skipped_until = 0.0
+    text_reading._queue_skipped_until = 0.0
     cache.trust_cache_again()
 
 

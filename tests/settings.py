@@ -21,6 +21,11 @@ os.environ.setdefault("ENCODE_BATCH_SIZE", "8")
 # the sites `up` tests start); tests/test_limits.py turns them on where it tests them.
 os.environ["SEARCH_RATE_LIMIT"] = ""
 os.environ["QUERY_IMAGE_RATE_LIMIT"] = ""
+# The test model's random weights put every image at cosine ~0.99 to every other, and
+# tests/images.py's images are one pattern in many colours (identical pHashes): search pages
+# would fold them as near-duplicates. Folding is off (no cosine reaches 1.01) except where
+# tests/test_duplicates.py turns it on with photo-like images.
+os.environ["NEAR_DUPLICATE_SIMILARITY"] = "1.01"
 
 TEST_DATA_DIR = tempfile.mkdtemp(prefix="visual-search-test-")
 atexit.register(shutil.rmtree, TEST_DATA_DIR, ignore_errors=True)

@@ -71,12 +71,6 @@ def test_empty_ranking():
     assert metrics.reciprocal_rank([], {"a"}) == 0.0
 
 
-def test_reciprocal_rank_fusion_rewards_items_ranked_well_by_both():
-    fused = metrics.reciprocal_rank_fusion([["a", "b", "c"], ["b", "c", "a"]])
-    assert fused[0] == "b"
-    assert set(fused) == {"a", "b", "c"}
-
-
 def test_precision_recall_curve():
     precisions, recalls = metrics.precision_recall_curve(RANKING, RELEVANT)
     assert recalls[-1] == 1.0 and precisions[0] == 1.0

@@ -159,6 +159,24 @@ def test_up_serves_site_on_embedded_servers_and_sigterm_leaves_no_process(tmp_pa
         names = " ".join(" ".join(process.cmdline()) for process in processes)
         assert "gunicorn" in names and "rqworker" in names
         assert "postgres" in names and "valkey-server" in names
+
+        # One OCR worker on its own queue, restarted like the others when it dies.
+        def ocr_workers():
+            return [
+                child
+                for child in psutil.Process(site.pid).children()
+                if "gallery.indexing.worker.OcrWorker" in " ".join(child.cmdline())
+            ]
+
+        (ocr_worker,) = ocr_workers()
+        assert ocr_worker.cmdline()[ocr_worker.cmdline().index("rqworker") + 1] == "ocr"
+        ocr_worker.kill()
+        site.wait_for(r"OCR worker exited with code -9; restarting it", timeout=30)
+        deadline = time.monotonic() + 30
+        while [worker.pid for worker in ocr_workers()] in ([], [ocr_worker.pid]):
+            assert time.monotonic() < deadline, "the OCR worker was not restarted"
+            time.sleep(0.2)
+        processes += ocr_workers()  # stopped with the rest on SIGTERM, checked below
     # `up` has stopped on SIGTERM with exit code 0 (checked by running_up).
     gone, alive = psutil.wait_procs(processes, timeout=30)
     assert alive == [], f"left running: {[process.cmdline() for process in alive]}"

@@ -25,7 +25,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from gallery import previews, storage
-from gallery.indexing import encoder, registry
+from gallery.indexing import encoder, registry, text_reading
 from gallery.models import Embedding, Image
 
 logger = logging.getLogger(__name__)
@@ -120,6 +120,9 @@ def _store(batch: list[int], vectors: dict[int, dict], failures: dict[int, str])
             )
         # A file no model can read is not searchable either, under any model.
         Embedding.objects.filter(image_id__in=list(failures)).delete()
+        # The text inside the indexed ones is read by a slower job on its own queue, queued
+        # once this commits: OCR never delays a vector, and failing to queue it changes nothing.
+        text_reading.queue_reading_after_commit(alive - set(failures))
     return {
         "indexed": len(indexed),
         "filled": sum(len(ids) for pk, ids in written.items() if pk != active.pk),

@@ -87,20 +87,36 @@ def batch_job_id(image_ids, *, force: bool) -> str:
 
 def _enqueue_batch(queue, chunk: list[int], *, force: bool, at_front: bool) -> None:
     """Queue one batch unless that very batch already has a live job."""
+    enqueue_once(
+        queue,
+        ENCODE_JOB,
+        chunk,
+        force=force,
+        job_id=batch_job_id(chunk, force=force),
+        at_front=at_front,
+        retry_intervals=RETRY_INTERVALS,
+    )
+
+
+def enqueue_once(
+    queue, func: str, *args, job_id: str, at_front: bool, retry_intervals, **kwargs
+) -> None:
+    """Queue a job under this id unless a job with that id is live (waiting, scheduled for a
+    retry, or running on a live worker); one that finished, failed or lost its worker is
+    replaced. Used for encoding batches and for OCR (gallery/indexing/text_reading.py)."""
     from rq.exceptions import DuplicateJobError, NoSuchJobError
     from rq.job import Job, Retry
 
-    job_id = batch_job_id(chunk, force=force)
     for _ in range(2):
         try:
             queue.enqueue(
-                ENCODE_JOB,
-                chunk,
-                force=force,
+                func,
+                *args,
+                **kwargs,
                 at_front=at_front,
                 job_id=job_id,
                 unique=True,
-                retry=Retry(max=len(RETRY_INTERVALS), interval=list(RETRY_INTERVALS)),
+                retry=Retry(max=len(retry_intervals), interval=list(retry_intervals)),
             )
             return
         except DuplicateJobError:
@@ -196,9 +212,10 @@ def forget_recovered_failures(queue, waiting_ids: set[int]) -> int:
     return forgotten
 
 
-def images_with_live_jobs(queue) -> set[int]:
+def images_with_live_jobs(queue, job_func: str = ENCODE_JOB) -> set[int]:
     """Images that a job waiting in the queue, scheduled for a retry, or running on a live
-    worker will encode.
+    worker will encode (or, with another `job_func`, handle: its first argument is an image
+    id or a list of them).
 
     Read from RQ's own queue and its started and scheduled registries. A running job's worker
     counts as dead when it is no longer registered, or when it ran on this host and its
@@ -215,10 +232,11 @@ def images_with_live_jobs(queue) -> set[int]:
     workers = {worker.name: worker for worker in Worker.all(queue=queue)}
     held: set[int] = set()
     for job in Job.fetch_many(list(dict.fromkeys(job_ids)), connection=queue.connection):
-        if job is None or job.func_name != ENCODE_JOB:
+        if job is None or job.func_name != job_func:
             continue
         if _job_is_live(job, queue, workers):
-            held.update(job.args[0])
+            images = job.args[0]
+            held.update(images if isinstance(images, list) else [images])
     return held
 
 

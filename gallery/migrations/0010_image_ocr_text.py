@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gallery', '0009_api_token'),
+        ("gallery", "0009_api_token"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='image',
-            name='ocr_read_at',
+            model_name="image",
+            name="ocr_read_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='image',
-            name='ocr_text',
-            field=models.TextField(blank=True, default=''),
+            model_name="image",
+            name="ocr_text",
+            field=models.TextField(blank=True, db_default="", default=""),
         ),
     ]

@@ -2,8 +2,9 @@
 
 The dataset is imported and encoded through the product's own ingest and indexing services
 into a temporary database, every query runs through `search_images` (the search page's SQL),
-and CLIP search is compared with a keyword baseline (PostgreSQL full-text search) and their
-reciprocal rank fusion, and with itself through the HNSW index and exactly.
+and CLIP search (mode=semantic) is compared with the page's keyword and hybrid modes (its
+full-text search, and their reciprocal rank fusion), and with itself through the HNSW index
+and exactly.
 """
 
 import random
@@ -20,7 +21,7 @@ from gallery.indexing import encoding, registry
 from gallery.library.ingest import ingest_image
 from gallery.models import Embedding, Image
 from gallery.offline import datasets, metrics, sandbox
-from gallery.search import keyword, selector
+from gallery.search import selector
 from gallery.search.request import SearchRequest
 
 PROMPT_TEMPLATE = "a photo of a {}."
@@ -52,6 +53,7 @@ class EvaluationConfig:
     max_queries: int = 300
     limit_per_class: int | None = None
     seed: int = 0
+    feedback_rounds: int = 0
 
 
 @dataclass
@@ -74,7 +76,10 @@ def run_evaluation(config: EvaluationConfig, *, report_dir: Path | None = None) 
         # The site's paging depth (SEARCH_MAX_RESULTS) does not bound an offline ranking.
         depth = max(settings.SEARCH_MAX_RESULTS, config.depth + 200)
         with (
-            override_settings(**model, SEARCH_MAX_RESULTS=depth),
+            # Hybrid fuses rankings this deep on every page, so the pages make one ranking.
+            override_settings(
+                **model, SEARCH_MAX_RESULTS=depth, SEARCH_HYBRID_DEPTH=config.depth + 200
+            ),
             sandbox.isolated_library("eval") as library,
         ):
             labels, captions, duplicates = import_dataset(dataset)
@@ -100,6 +105,10 @@ def run_evaluation(config: EvaluationConfig, *, report_dir: Path | None = None) 
                     queries, rankings, clip_scores
                 ),
             }
+            if config.feedback_rounds:
+                figures["feedback"] = simulate_feedback(
+                    queries, config.feedback_rounds, config.depth
+                )
             if report_dir is not None:
                 from gallery.offline import report
 
@@ -187,12 +196,28 @@ def build_queries(dataset, labels: dict, captions: dict, config) -> list[Query]:
     return [query for query in queries if query.relevant]
 
 
-def clip_ranking(query: Query, depth: int, *, exact: bool) -> tuple[list[int], list[float]]:
-    """The product's own search, paged down to `depth` results: ids and their scores."""
+def clip_ranking(
+    query: Query,
+    depth: int,
+    *,
+    exact: bool | None,
+    more: list[int] = (),
+    less: list[int] = (),
+    mode: str = "semantic",
+) -> tuple[list[int], list[float]]:
+    """The product's own search, paged down to `depth` results: ids and their scores.
+    `more` and `less` are relevance feedback's marks (gallery/search/feedback.py); `mode` is
+    the search page's (semantic: CLIP alone; keyword; hybrid)."""
     hits, page = [], 1
     while len(hits) < depth:
         request = SearchRequest(
-            text=query.text, like_image_id=query.image_id, page=page, page_size=100
+            text=query.text,
+            like_image_id=query.image_id,
+            more_ids=list(more),
+            less_ids=list(less),
+            mode=mode,
+            page=page,
+            page_size=100,
         )
         results = selector.search_images(request, exact=exact)
         hits += [hit for hit in results.hits if hit.image.pk != query.image_id]
@@ -211,12 +236,77 @@ def run_queries(queries: list[Query], depth: int) -> tuple[list[dict], list[list
         ranked = {"clip-hnsw": clip_ranking(query, depth, exact=False)[0], "clip-exact": exact_ids}
         clip_scores.append(exact_scores)
         if query.text:
-            ranked["keyword"] = keyword.keyword_search(query.text, limit=depth)
-            ranked["hybrid"] = metrics.reciprocal_rank_fusion(
-                [ranked["clip-hnsw"], ranked["keyword"]]
-            )[:depth]
+            # The search page's own modes, exact or through the index as the site decides.
+            for mode in ("keyword", "hybrid"):
+                ranked[mode] = clip_ranking(query, depth, exact=None, mode=mode)[0]
         rankings.append(ranked)
     return rankings, clip_scores
+
+
+# How many results the simulated person of `simulate_feedback` looks at and marks each round.
+FEEDBACK_JUDGED = 10
+
+
+def simulate_feedback(queries: list[Query], rounds: int, depth: int) -> dict:
+    """Relevance feedback as a person gives it, judged from the labels.
+
+    Each round the simulated person marks every image among the first FEEDBACK_JUDGED results
+    relevant (+) or not (−); marks accumulate, and the search runs again with them through
+    `search_images` (exact scan: the index's own error left out). Per query set and round
+    (0 is the search without feedback): P@10 and mAP of the ranking the person sees, and the
+    residual mAP, with the images judged so far left out of the ranking and of the relevant
+    set (what feedback finds beyond what was marked), next to the first ranking's residual
+    mAP over the same images (what the person would have found by scrolling on instead).
+    """
+    per_round: dict[str, list[list[dict]]] = {}
+    for query in tqdm(queries, desc="Feedback", unit="query"):
+        rows = per_round.setdefault(query.query_set, [[] for _ in range(rounds + 1)])
+        more: set[int] = set()
+        less: set[int] = set()
+        first: list[int] | None = None
+        for round_number in range(rounds + 1):
+            marks = {"more": sorted(more), "less": sorted(less)}
+            ranking, _ = clip_ranking(query, depth, exact=True, **marks)
+            first = ranking if first is None else first
+            judged = more | less
+            unjudged = query.relevant - judged
+            rows[round_number].append(
+                {
+                    "P@10": metrics.precision_at_k(ranking, query.relevant, 10),
+                    "mAP": metrics.average_precision(ranking, query.relevant),
+                    "residual mAP": metrics.average_precision(
+                        [pk for pk in ranking if pk not in judged], unjudged
+                    ),
+                    "first ranking residual mAP": metrics.average_precision(
+                        [pk for pk in first if pk not in judged], unjudged
+                    ),
+                }
+            )
+            for pk in ranking[:FEEDBACK_JUDGED]:
+                (more if pk in query.relevant else less).add(pk)
+    return {
+        "rounds": rounds,
+        "judged_per_round": FEEDBACK_JUDGED,
+        "weights": {
+            "alpha": settings.FEEDBACK_ALPHA,
+            "beta": settings.FEEDBACK_BETA,
+            "gamma": settings.FEEDBACK_GAMMA,
+        },
+        "query_sets": {
+            query_set: [
+                {
+                    "round": round_number,
+                    "queries": len(scores),
+                    **{
+                        name: round(value, 4)
+                        for name, value in metrics.mean_metrics(scores).items()
+                    },
+                }
+                for round_number, scores in enumerate(rounds_scores)
+            ]
+            for query_set, rounds_scores in per_round.items()
+        },
+    }
 
 
 def suggest_confidence_thresholds(queries, rankings, clip_scores) -> dict:

@@ -66,15 +66,6 @@ def precision_recall_curve(ranking: Sequence, relevant: set) -> tuple[list[float
     return precisions, recalls
 
 
-def reciprocal_rank_fusion(rankings: Sequence[Sequence], k: int = 60) -> list:
-    """Fuse rankings by summing 1 / (k + rank) (Cormack et al. 2009); ties keep first-seen order."""
-    scores: dict = {}
-    for ranking in rankings:
-        for rank, item in enumerate(ranking, start=1):
-            scores[item] = scores.get(item, 0.0) + 1 / (k + rank)
-    return sorted(scores, key=lambda item: -scores[item])
-
-
 def best_f1_threshold(scores: Sequence[float], relevant: Sequence[bool]) -> tuple[float, float]:
     """The score threshold (keep scores >= it) with the best F1, and that F1."""
     total = sum(relevant)

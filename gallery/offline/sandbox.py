@@ -33,6 +33,10 @@ class IsolatedLibrary:
     media_root: Path
     queue_name: str
 
+    @property
+    def ocr_queue_name(self) -> str:
+        return ocr_queue_name(self.queue_name)
+
     def child_environment(self, **extra) -> dict[str, str]:
         """Environment for a process (an RQ worker) that works on this library."""
         env = dict(os.environ)
@@ -41,6 +45,7 @@ class IsolatedLibrary:
             REDIS_URL=settings.REDIS_URL,
             MEDIA_ROOT=str(self.media_root),
             ENCODING_QUEUE=self.queue_name,
+            OCR_QUEUE=self.ocr_queue_name,
             SECRET_KEY=settings.SECRET_KEY,
             CLIP_MODEL=settings.CLIP_MODEL,
             CLIP_PRETRAINED=settings.CLIP_PRETRAINED,
@@ -116,20 +121,33 @@ def isolated_database(label: str):
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def ocr_queue_name(queue_name: str) -> str:
+    return f"{queue_name}-ocr"
+
+
 @contextmanager
 def isolated_library(label: str):
     """Create a fresh migrated database, media folder and queue; drop them all on exit."""
     media_root = Path(tempfile.mkdtemp(prefix=f"visual-search-{label}-"))
     try:
         with isolated_database(label) as name:
-            queues = {**settings.RQ_QUEUES, name: settings.RQ_QUEUES["default"]}
-            with override_settings(MEDIA_ROOT=media_root, ENCODING_QUEUE=name, RQ_QUEUES=queues):
+            # Its own OCR queue too: a job there names an image of this database only.
+            ocr_queue = ocr_queue_name(name)
+            queues = {
+                **settings.RQ_QUEUES,
+                name: settings.RQ_QUEUES["default"],
+                ocr_queue: settings.RQ_QUEUES["default"],
+            }
+            with override_settings(
+                MEDIA_ROOT=media_root, ENCODING_QUEUE=name, OCR_QUEUE=ocr_queue, RQ_QUEUES=queues
+            ):
                 call_command("migrate", verbosity=0, interactive=False)
                 try:
                     yield IsolatedLibrary(name, media_root, name)
                 finally:
-                    queue = django_rq.get_queue(name)
-                    queue.empty()
-                    queue.delete(delete_jobs=True)
+                    for queue_name in (name, ocr_queue):
+                        queue = django_rq.get_queue(queue_name)
+                        queue.empty()
+                        queue.delete(delete_jobs=True)
     finally:
         shutil.rmtree(media_root, ignore_errors=True)

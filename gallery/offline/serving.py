@@ -459,8 +459,12 @@ def run_serving_benchmark(
                     SITE_ACCESS="public",
                     SEARCH_RATE_LIMIT="",
                     QUERY_IMAGE_RATE_LIMIT="",
+                    # OCR would read the imported images in the background for minutes,
+                    # taking cores from the load being measured.
+                    OCR_ENABLED="0",
                 ),
                 output=log,
+                ocr_workers=0,
             )
             try:
                 if not supervisor.wait_until_serving(

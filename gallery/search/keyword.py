@@ -1,29 +1,257 @@
-"""Keyword search: PostgreSQL full-text search over captions, file names and tags."""
+"""Keyword search and its fusion with vector search: which mode a request runs in, the
+tsquery its words ask for, and the statement of the `keyword` and `hybrid` modes (the
+`semantic` statement is selector.py's own).
 
-from django.db import connection
+Every image has a stored full-text document, `gallery_image.search_document` (migration
+0011): its caption and tags (weight A), the text read in it (B), its file name's words (C),
+stemmed in English, plus the same words unstemmed for prefixes. `hybrid` fuses the vector
+ranking and the keyword ranking by reciprocal rank fusion (Cormack et al. 2009):
 
-KEYWORD_SQL = """
-WITH query AS (
-    -- Any of the query's stemmed words (OR), so a long caption still finds partial matches.
-    SELECT NULLIF(array_to_string(tsvector_to_array(to_tsvector('english', %(text)s)), ' | '),
-                  '')::tsquery AS terms
-), documents AS (
-    SELECT i.id, to_tsvector('english',
-        i.caption || ' ' || regexp_replace(i.original_filename, '[._-]+', ' ', 'g') || ' ' ||
-        coalesce((SELECT string_agg(tag.name, ' ') FROM gallery_tag tag
-                  JOIN gallery_image_tags it ON it.tag_id = tag.id WHERE it.image_id = i.id), '')
-    ) AS document
-    FROM gallery_image i
-)
-SELECT d.id FROM documents d, query q
-WHERE d.document @@ q.terms
-ORDER BY ts_rank_cd(d.document, q.terms) DESC, d.id
-LIMIT %(limit)s
+    fused score = 1 / (RRF_K + semantic rank) + 1 / (RRF_K + keyword rank)
+
+with a missing rank adding nothing, both rankings under the same filters, in one statement.
 """
 
+import re
+from dataclasses import dataclass, field
 
-def keyword_search(text: str, *, limit: int = 100) -> list[int]:
-    """Image ids ranked by PostgreSQL full-text search over captions, file names and tags."""
-    with connection.cursor() as cursor:
-        cursor.execute(KEYWORD_SQL, {"text": text, "limit": limit})
-        return [row[0] for row in cursor.fetchall()]
+from django.conf import settings
+from django.db import connection
+
+from gallery.search.query_syntax import QuerySyntaxError, parse_query
+from gallery.search.request import SearchError, SearchRequest
+
+MODES = ("semantic", "keyword", "hybrid")
+# The constant of reciprocal rank fusion; 60 is the value of the original paper and of
+# pgvector-python's hybrid search example: it keeps a first rank from outweighing all else.
+RRF_K = 60
+# Letters and digits; everything else (punctuation, tsquery operators) separates words, so no
+# input can be read as tsquery syntax.
+WORD = re.compile(r"[^\W_]+")
+
+
+def search_mode(request: SearchRequest) -> str:
+    """The mode this request runs in: the one asked for, else `hybrid` when it has words and
+    `semantic` when it has none (a query image or "more like this" alone)."""
+    if request.mode and request.mode not in MODES:
+        raise SearchError("mode", f"mode must be one of {', '.join(MODES)}.")
+    has_words = bool(request.text.strip())
+    if request.mode == "keyword":
+        if not has_words:
+            raise SearchError("mode", "A keyword search needs words to match: give q.")
+        if request.image_vector is not None or request.like_image_id:
+            raise SearchError(
+                "mode",
+                "A keyword search matches words only; use mode=hybrid or semantic with a "
+                "query image.",
+            )
+        if request.min_score is not None:
+            raise SearchError(
+                "min_score",
+                "min_score is a similarity to the query vector, which a keyword search does "
+                "not use; leave it empty, or use mode=hybrid or semantic.",
+            )
+        return "keyword"
+    if not has_words:
+        return "semantic"
+    return request.mode or "hybrid"
+
+
+@dataclass
+class KeywordQuery:
+    """The words of a query as tsquery text: `include` (any of them matches), `exclude`
+    (the words of `-` terms: a document with any is left out). The last word of each term
+    is also a prefix (`bicy` finds "bicycle"), in `*_prefixes`, matched unstemmed."""
+
+    words: list[str] = field(default_factory=list)  # the words to find, as typed (lowercase)
+    include: list[str] = field(default_factory=list)
+    include_prefixes: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    exclude_prefixes: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.include)
+
+    def sql(self) -> tuple[str, dict]:
+        """A tsquery expression and its parameters; words are quoted lexemes, never syntax."""
+        params = {
+            "keyword_include": " | ".join(self.include),
+            "keyword_include_prefixes": self.include_prefixes,
+        }
+        expression = f"({_any_of('keyword_include')})"
+        if self.exclude:
+            params["keyword_exclude"] = " | ".join(self.exclude)
+            params["keyword_exclude_prefixes"] = self.exclude_prefixes
+            expression += f" && !!({_any_of('keyword_exclude')})"
+        return expression, params
+
+
+def _any_of(parameter: str) -> str:
+    # Prefixes are matched unstemmed, since a prefix can be longer than the word's stem
+    # ("bicy" stems to "bici"); stop words are left out of them ("the" is no prefix of "then").
+    return (
+        f"to_tsquery('english', %({parameter})s) || to_tsquery('simple', coalesce(("
+        f"SELECT string_agg(quote_literal(lower(word)) || ':*', ' | ') "
+        f"FROM unnest(%({parameter}_prefixes)s::text[]) word "
+        f"WHERE numnode(plainto_tsquery('english', word)) > 0), ''))"
+    )
+
+
+def keyword_query(text: str) -> KeywordQuery:
+    """The words of `text` (the search box's language: `-` terms exclude their words)."""
+    try:
+        terms = parse_query(text)
+    except QuerySyntaxError as error:
+        raise SearchError("q", str(error)) from None
+    query = KeywordQuery()
+    for term in terms:
+        words = [word.lower() for word in WORD.findall(term.text)]
+        if not words:
+            continue
+        quoted = [f"'{word}'" for word in words[:-1]] + [f"'{words[-1]}':*"]
+        if term.weight > 0:
+            query.words += words
+            query.include += quoted
+            query.include_prefixes.append(words[-1])
+        else:
+            query.exclude += quoted
+            query.exclude_prefixes.append(words[-1])
+    return query
+
+
+# -- the statement ---------------------------------------------------------------------------
+
+# Every image but those whose file could not be read, whether or not it has a vector yet: a
+# keyword search finds an upload by its caption before a worker has encoded it.
+KEYWORD_RANKED = """
+keyword_ranked AS (
+    SELECT id, keyword_score, row_number() OVER (ORDER BY keyword_score DESC, id) AS keyword_rank
+    FROM (
+        SELECT i.id, ts_rank_cd(i.search_document, q.query) AS keyword_score
+        FROM gallery_image i, (SELECT {tsquery} AS query) q
+        WHERE i.search_document @@ q.query AND i.status <> 'failed' AND {conditions}
+        ORDER BY keyword_score DESC, i.id
+        LIMIT %(pool)s
+    ) matches
+)"""
+
+SEMANTIC_RANKED = """
+semantic AS MATERIALIZED (
+    SELECT e.image_id AS id, {distance} AS distance
+    FROM {searchable}
+    WHERE {conditions}
+    ORDER BY distance
+    LIMIT %(pool)s
+),
+semantic_ranked AS (
+    SELECT id, distance, row_number() OVER (ORDER BY distance + 0, id) AS semantic_rank
+    FROM semantic WHERE distance <= %(max_distance)s
+)"""
+
+# A keyword search has no vector side: the same statement, fusing with nothing.
+NO_SEMANTIC = """
+semantic AS (SELECT NULL::bigint AS id, NULL::float8 AS distance WHERE false),
+semantic_ranked AS (SELECT id, distance, NULL::bigint AS semantic_rank FROM semantic)"""
+
+# The same shape of answer as selector.SEARCH_SQL: the totals in a row of their own.
+FUSED_SQL = """
+WITH {semantic_ranked},
+{keyword_ranked},
+fused AS MATERIALIZED (
+    SELECT coalesce(s.id, k.id) AS id, s.semantic_rank, k.keyword_rank, s.distance,
+           k.keyword_score,
+           coalesce(1.0 / (%(rrf_k)s + s.semantic_rank), 0)
+             + coalesce(1.0 / (%(rrf_k)s + k.keyword_rank), 0) AS fused_score
+    FROM semantic_ranked s FULL JOIN keyword_ranked k ON k.id = s.id
+    ORDER BY fused_score DESC, id
+    LIMIT %(fused_pool)s
+),
+totals AS (
+    SELECT (SELECT count(*) FROM semantic) AS candidate_count,
+           (SELECT count(*) FROM fused) AS match_count,
+           (SELECT 1 - min(distance) FROM semantic) AS best_score,
+           (SELECT count(*) FROM keyword_ranked) AS keyword_count
+),
+page AS (
+    SELECT {columns}, c.semantic_rank, c.keyword_rank, c.distance, c.keyword_score,
+           c.fused_score
+    FROM fused c JOIN gallery_image i ON i.id = c.id
+    ORDER BY {order}
+    LIMIT %(limit)s OFFSET %(offset)s
+)
+SELECT p.*, {score} AS score, 1 - p.distance AS similarity, t.candidate_count, t.match_count,
+       t.best_score, t.keyword_count,
+       ARRAY(SELECT tag.name FROM gallery_tag tag
+             JOIN gallery_image_tags it ON it.tag_id = tag.id
+             WHERE it.image_id = p.id ORDER BY lower(tag.name)) AS tag_names
+FROM totals t LEFT JOIN page p ON true
+ORDER BY {page_order}
+"""
+SCORES = {"hybrid": "p.fused_score", "keyword": "p.keyword_score"}
+RELEVANCE_ORDER = "c.fused_score DESC, c.id"
+
+
+def keyword_conditions(conditions: list[str]) -> str:
+    """The search's filters for the keyword side, which reads images (i), not vectors (e)."""
+    return " AND ".join(["true", *(c.replace("e.image_id", "i.id") for c in conditions)])
+
+
+def depth(wanted: int) -> int:
+    """How deep each ranking is read before fusing: at least SEARCH_HYBRID_DEPTH, so the
+    first pages fuse the same rankings whichever page is asked for."""
+    return min(max(wanted, settings.SEARCH_HYBRID_DEPTH), settings.SEARCH_MAX_RESULTS)
+
+
+def fused_statement(
+    mode: str,
+    query: KeywordQuery,
+    *,
+    semantic: dict,
+    filters: list[str],
+    columns: str,
+    order: str,
+    page_order: str,
+) -> tuple[str, dict]:
+    """The statement of a `keyword` or `hybrid` search and its parameters (besides the
+    semantic side's, which selector.py supplies in `semantic`: distance, searchable,
+    conditions)."""
+    if query:
+        tsquery, params = query.sql()
+        keyword_ranked = KEYWORD_RANKED.format(
+            tsquery=tsquery, conditions=keyword_conditions(filters)
+        )
+    else:
+        # No word a document can hold ("!!!"): the keyword ranking is empty.
+        params = {}
+        keyword_ranked = (
+            "keyword_ranked AS (SELECT NULL::bigint AS id, NULL::float4 AS keyword_score, "
+            "NULL::bigint AS keyword_rank WHERE false)"
+        )
+    semantic_ranked = SEMANTIC_RANKED.format(**semantic) if mode == "hybrid" else NO_SEMANTIC
+    sql = FUSED_SQL.format(
+        semantic_ranked=semantic_ranked.strip(),
+        keyword_ranked=keyword_ranked.strip(),
+        columns=columns,
+        order=order,
+        page_order=page_order,
+        score=SCORES[mode],
+    )
+    return sql, {**params, "rrf_k": RRF_K}
+
+
+def explain_no_match(query: KeywordQuery, filters, filter_names: dict) -> str:
+    """Why a keyword search found nothing: no words, a filter, or no document has them."""
+    if not query:
+        return "The query has no words to match by keyword; search by meaning (mode=semantic)."
+    conditions, params = ["i.status <> 'failed'"], {}
+    for name, condition, values in filters:
+        conditions.append(condition.replace("e.image_id", "i.id"))
+        params.update(values)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT count(*) FROM gallery_image i WHERE {' AND '.join(conditions)}", params
+            )
+            if not cursor.fetchone()[0]:
+                return f"No image passes {filter_names[name]} together with the filters before it."
+    words = ", ".join(query.words[:8])
+    return f"No caption, tag, file name or text in an image has any of these words: {words}."

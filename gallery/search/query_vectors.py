@@ -1,4 +1,5 @@
-"""Query vectors of the active model: text terms (cached), query images, "more like this".
+"""Query vectors of the active model: text terms (cached), query images, "more like this",
+and the marks of relevance feedback (moved by gallery/search/feedback.py).
 
 Every cache key names the model, so vectors of a previous model are never reused after a
 switch.
@@ -17,6 +18,7 @@ from gallery.cache import cache_call
 from gallery.indexing import encoder, registry
 from gallery.library.validation import RejectedImage, check_upload_size, validate_image
 from gallery.models import Embedding, Image
+from gallery.search import feedback
 from gallery.search.query_syntax import QuerySyntaxError, parse_query
 from gallery.search.request import SearchError, SearchRequest
 
@@ -123,15 +125,23 @@ def query_vector(request: SearchRequest, model=None) -> tuple[np.ndarray, bool]:
     if request.like_image_id is not None:
         parts.append(_stored_vector(request.like_image_id, model))
         has_image = True
-    if not has_image and not any(term.weight > 0 for term in terms):
+    # Images marked relevant are a query of their own ("more like these").
+    marked_relevant = bool(request.more_ids)
+    if not has_image and not marked_relevant and not any(term.weight > 0 for term in terms):
         if terms:
             raise SearchError("q", "Add a word to search for, not only '-' terms to avoid.")
         raise SearchError("q", "Type something to search for, or give a query image.")
-    combined = np.sum(parts, axis=0)
-    norm = float(np.linalg.norm(combined))
-    if norm < 1e-6:
-        raise SearchError("q", "The query's terms cancel each other out.")
-    return (combined / norm).astype(np.float32), has_image
+    query = None
+    if parts:
+        combined = np.sum(parts, axis=0)
+        norm = float(np.linalg.norm(combined))
+        if norm < 1e-6:
+            raise SearchError("q", "The query's terms cancel each other out.")
+        query = (combined / norm).astype(np.float32)
+    if request.more_ids or request.less_ids:
+        query = feedback.feedback_query(query, request.more_ids, request.less_ids, model)
+    # A query pulled towards image vectors scores on the image-to-image scale.
+    return query, has_image or marked_relevant
 
 
 def _stored_vector(image_id: int, model) -> np.ndarray:

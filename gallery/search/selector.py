@@ -10,6 +10,8 @@ The search page, the JSON API, the benchmarks and the evaluation command all cal
     SELECT ... FROM candidates ... ORDER BY distance + 0  -- strict order restored
 
 Only the active model's vectors are searched, through that model's partial HNSW index.
+That is `mode=semantic`; `keyword` and `hybrid` searches (gallery/search/keyword.py) run one
+statement of their own, with the same filters and the same shape of answer.
 
 With `hnsw.iterative_scan = relaxed_order` the index keeps scanning until enough rows pass the
 filters (a 0.5 % filter returned 0.2 of 10 rows without it, 10 of 10 with it); the
@@ -19,7 +21,7 @@ materialized CTE then restores strict order, as pgvector's documentation prescri
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from django.conf import settings
@@ -27,6 +29,8 @@ from django.db import connection, transaction
 
 from gallery.indexing import registry
 from gallery.models import EmbeddingModel, Image, Tag
+from gallery.search import keyword
+from gallery.search.near_duplicates import collapse_near_duplicates
 from gallery.search.query_vectors import query_vector
 from gallery.search.request import SORTS, SearchError, SearchRequest
 
@@ -35,10 +39,29 @@ from gallery.search.request import SORTS, SearchError, SearchRequest
 class Hit:
     image: Image
     score: float
+    # Near-duplicates folded into this hit on its page (see near_duplicates.py), best first.
+    similar: list["Hit"] = field(default_factory=list)
+    # Where the hit came from: its rank in the vector ranking and in the keyword ranking
+    # (None where it is not in one), and its cosine similarity to the query vector.
+    semantic_rank: int | None = None
+    keyword_rank: int | None = None
+    similarity: float | None = None
+
+    @property
+    def matched_by(self) -> list[str]:
+        return [
+            name
+            for name, rank in (("semantic", self.semantic_rank), ("keyword", self.keyword_rank))
+            if rank is not None
+        ]
 
     @property
     def tag_names(self) -> list[str]:
         return self.image.tag_names
+
+    @property
+    def similar_ids(self) -> list[int]:
+        return [hit.image.pk for hit in self.similar]
 
 
 @dataclass
@@ -52,9 +75,14 @@ class SearchResults:
     empty_reason: str = ""
     strategy: str = ""
     database_ms: float = 0.0
+    mode: str = "semantic"  # the mode it ran in (see keyword.search_mode)
+    keyword_matches: int = 0  # images the keyword ranking found (up to its depth)
 
     @property
     def confident(self) -> bool:
+        # A keyword match is a word the person typed, found in the image's document.
+        if self.keyword_matches:
+            return True
         return self.best_score is not None and self.best_score >= self.confidence_threshold
 
     @property
@@ -210,8 +238,9 @@ def _page_order(order: str) -> str:
 @dataclass
 class _Totals:
     candidates: int  # rows the vector scan returned (at most the pool)
-    matches: int  # those at or above the minimum score
+    matches: int  # those at or above the minimum score (fused: the fused ranking's rows)
     best_score: float | None
+    keyword_matches: int = 0
 
 
 def _run(sql: str, params: dict, *, exact: bool) -> tuple[list[Image], _Totals]:
@@ -233,7 +262,9 @@ def _run(sql: str, params: dict, *, exact: bool) -> tuple[list[Image], _Totals]:
         transaction.set_rollback(True)
     first = rows[0]  # the totals' row is always there
     best = None if first.best_score is None else float(first.best_score)
-    totals = _Totals(first.candidate_count, first.match_count, best)
+    totals = _Totals(
+        first.candidate_count, first.match_count, best, getattr(first, "keyword_count", 0)
+    )
     return [row for row in rows if row.pk is not None], totals
 
 
@@ -275,9 +306,12 @@ def search_images(request: SearchRequest, *, exact: bool | None = None) -> Searc
             f"{math.ceil(limit / request.page_size):,}; narrow the search to see others.",
         )
     filters = _filters(request)  # before encoding: a bad filter is cheaper to report
+    mode = keyword.search_mode(request)
+    words = keyword.keyword_query(request.text) if mode != "semantic" else None
     model = registry.active_model()
-    vector, has_image = query_vector(request, model)
-    if len(vector) != model.dimensions:
+    # A keyword search needs no vector: it answers even while the model cannot be loaded.
+    vector, has_image = (None, False) if mode == "keyword" else query_vector(request, model)
+    if vector is not None and len(vector) != model.dimensions:
         raise SearchError(
             "image" if has_image else "q",
             "The library switched to another model while this search ran; search again.",
@@ -292,25 +326,48 @@ def search_images(request: SearchRequest, *, exact: bool | None = None) -> Searc
     pool = wanted if request.sort == "relevance" else settings.SEARCH_DATE_SORT_POOL
     pool = min(pool, settings.SEARCH_MAX_RESULTS)
     params.update(
-        query=_vector_literal(vector),
+        query=None if vector is None else _vector_literal(vector),
         pool=pool,
         limit=request.page_size + 1,
         offset=offset,
         max_distance=2.0 if request.min_score is None else 1 - request.min_score,
     )
-    sql = SEARCH_SQL.format(
-        distance=_distance(model),
-        searchable=_searchable(filters),
-        columns=RESULT_COLUMNS,
-        conditions=" AND ".join(conditions),
-        order=ORDERS[request.sort],
-        page_order=_page_order(ORDERS[request.sort]),
-    )
+    semantic = {
+        "distance": _distance(model),
+        "searchable": _searchable(filters),
+        "conditions": " AND ".join(conditions),
+    }
+    if mode == "semantic":
+        sql = SEARCH_SQL.format(
+            **semantic,
+            columns=RESULT_COLUMNS,
+            order=ORDERS[request.sort],
+            page_order=_page_order(ORDERS[request.sort]),
+        )
+    else:
+        # Both rankings are read to keyword.depth, so every page fuses the same rankings;
+        # the fused ranking keeps the pool.
+        params.update(pool=keyword.depth(pool), fused_pool=pool)
+        order = keyword.RELEVANCE_ORDER if request.sort == "relevance" else ORDERS[request.sort]
+        sql, fused_params = keyword.fused_statement(
+            mode,
+            words,
+            semantic=semantic,
+            filters=[condition for _, condition, _ in filters],
+            columns=RESULT_COLUMNS,
+            order=order,
+            page_order=_page_order(order),
+        )
+        params.update(fused_params)
     if exact is None:
-        exact = use_exact_scan(model)
+        exact = mode != "keyword" and use_exact_scan(model)
     started = time.perf_counter()
     rows, totals = _run(sql, params, exact=exact)
-    if not exact and _index_scan_fell_short(totals, pool, model, filters, conditions, params):
+    if (
+        not exact
+        and mode != "keyword"
+        and _index_scan_fell_short(totals, params["pool"], model, filters, conditions, params)
+    ):
         # The index ran out of scan budget before finding enough rows that pass the filters:
         # answer exactly instead of returning a short page.
         exact = True
@@ -318,7 +375,10 @@ def search_images(request: SearchRequest, *, exact: bool | None = None) -> Searc
     database_ms = (time.perf_counter() - started) * 1000
     threshold = settings.SEARCH_IMAGE_CONFIDENCE if has_image else settings.SEARCH_TEXT_CONFIDENCE
     results = SearchResults(
-        hits=[Hit(image=row, score=float(row.score)) for row in rows[: request.page_size]],
+        hits=[
+            _hit(row, mode, rank=offset + index + 1 if request.sort == "relevance" else None)
+            for index, row in enumerate(rows[: request.page_size])
+        ],
         page=request.page,
         page_size=request.page_size,
         has_next=len(rows) > request.page_size,
@@ -326,16 +386,36 @@ def search_images(request: SearchRequest, *, exact: bool | None = None) -> Searc
         confidence_threshold=threshold,
         strategy="exact" if exact else "hnsw",
         database_ms=database_ms,
+        mode=mode,
+        keyword_matches=totals.keyword_matches,
     )
+    if request.collapse_duplicates:
+        results.hits = collapse_near_duplicates(results.hits, model)
     if not results.hits and request.page > 1 and totals.matches:
         # Past the end: the totals say where the results end; nothing needs counting.
         last = math.ceil(totals.matches / request.page_size)
         results.empty_reason = (
             f"There are no results on page {request.page}; the results end on page {last}."
         )
+    elif not results.hits and mode == "keyword":
+        results.empty_reason = keyword.explain_no_match(words, filters, FILTER_NAMES)
     elif not results.hits:
         results.empty_reason = explain_empty(request, filters, vector, model)
     return results
+
+
+def _hit(row, mode: str, *, rank: int | None) -> Hit:
+    """A result row as a hit; `rank` is its place in a semantic search sorted by relevance."""
+    if mode == "semantic":
+        score = float(row.score)
+        return Hit(image=row, score=score, semantic_rank=rank, similarity=score)
+    return Hit(
+        image=row,
+        score=float(row.score),
+        semantic_rank=row.semantic_rank,
+        keyword_rank=row.keyword_rank,
+        similarity=None if row.similarity is None else float(row.similarity),
+    )
 
 
 def _index_scan_fell_short(totals: _Totals, pool: int, model, filters, conditions, params) -> bool:

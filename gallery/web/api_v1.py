@@ -153,6 +153,10 @@ class ImageOut(Schema):
     taken_on: date = Field(description="The photo's own day (as date filters compare it).")
     uploaded_at: datetime
     indexed_at: datetime | None
+    ocr_text: str = Field(
+        description="Text read inside the image (OCR), one line per line found; empty when "
+        "none was found or it has not been read yet."
+    )
     uploaded_by: str | None
     can_change: bool = Field(description="Whether the caller may edit or delete it.")
     urls: ImageUrls
@@ -192,7 +196,19 @@ class UploadOut(Schema):
 
 class SearchHit(Schema):
     id: int
-    score: float
+    score: float = Field(
+        description="What orders the results: the cosine similarity (semantic), the "
+        "reciprocal rank fusion 1/(60 + semantic_rank) + 1/(60 + keyword_rank) (hybrid) or "
+        "PostgreSQL's ts_rank_cd (keyword)."
+    )
+    matched_by: list[Literal["semantic", "keyword"]] = Field(
+        description="The rankings the hit is in."
+    )
+    semantic_rank: int | None = Field(description="Its rank by meaning (vector similarity).")
+    keyword_rank: int | None = Field(description="Its rank by the words it has.")
+    similarity: float | None = Field(
+        description="Cosine similarity to the query vector (null when not computed)."
+    )
     caption: str
     tags: list[str]
     taken_at: datetime
@@ -203,6 +219,10 @@ class SearchHit(Schema):
     thumbnail_url: str | None
     original_url: str
     detail_url: str
+    similar_ids: list[int] = Field(
+        description="Near-duplicates of this hit on the same page, folded into it (empty "
+        "with duplicates=show)."
+    )
 
 
 class SearchOut(Schema):
@@ -213,9 +233,13 @@ class SearchOut(Schema):
     next: str | None
     previous: str | None
     image_token: str | None = Field(description="Keeps a posted query image for paging.")
+    mode: Literal["semantic", "keyword", "hybrid"] = Field(description="The mode it ran in.")
     best_score: float | None
     confident: bool
     confidence_threshold: float
+    duplicates: Literal["collapse", "show"] = Field(
+        description="Whether near-duplicates on the page were folded (`similar_ids`)."
+    )
     message: str
 
 
@@ -257,11 +281,36 @@ class SearchParams(Schema):
     tags_not: str = Field("", description="Comma-separated: images with none of these tags.")
     after: str = Field("", description="Taken on or after this day (YYYY-MM-DD).")
     before: str = Field("", description="Taken on or before this day (YYYY-MM-DD).")
-    min_score: str = Field("", description="Hide weaker matches (-1 to 1).")
+    min_score: str = Field(
+        "",
+        description="A cosine similarity (-1 to 1): less similar images leave the semantic "
+        "ranking (in hybrid mode a keyword match still shows them; refused in keyword mode).",
+    )
     sort: str = Field("", description="`relevance` (default) or `date`.")
+    mode: str = Field(
+        "",
+        description="`hybrid` (meaning and words, fused by rank; the default with words), "
+        "`semantic` (meaning: CLIP vectors; the default without words) or `keyword` (the "
+        "words in captions, tags, file names and text read in images).",
+    )
     page: str = Field("", description="Page number, from 1.")
     page_size: str = Field("", description=f"1-100 (default {settings.SEARCH_PAGE_SIZE}).")
     image_token: str = Field("", description="A query image kept from an earlier POST.")
+    duplicates: str = Field(
+        "",
+        description="`collapse` (default): near-duplicates on a page fold into the first of "
+        "them, listed in its `similar_ids`; `show`: every hit on its own.",
+    )
+    more: str = Field(
+        "",
+        description="Relevance feedback: comma-separated ids of images marked relevant; the "
+        "query moves towards them (Rocchio). Alone, it searches for images like them.",
+    )
+    less: str = Field(
+        "",
+        description="Relevance feedback: comma-separated ids of images marked not relevant; "
+        "the query moves away from them.",
+    )
 
 
 def _absolute(request, url: str) -> str:
@@ -285,6 +334,7 @@ def _image_json(request, image: Image) -> dict:
         "taken_on": image.taken_day,
         "uploaded_at": image.uploaded_at,
         "indexed_at": image.indexed_at,
+        "ocr_text": image.ocr_text,
         "uploaded_by": image.uploaded_by.get_username() if image.uploaded_by else None,
         "can_change": permissions.can_change_image(request.user, image),
         "urls": {
@@ -457,7 +507,8 @@ SEARCH_DOC = """Search by text (`q`), by an image in the library (`like`), by a 
 (POST a multipart `image` file), or any of them together, narrowed by tags and the days
 taken. The same parameters and answers as `/api/search` (the first, unversioned address),
 with paging links to this address. A posted image is kept for 24 hours: `next` and
-`previous` carry it as `image_token`."""
+`previous` carry it as `image_token`. `more` and `less` (image ids) refine a search by
+relevance feedback; the links carry them too."""
 
 
 @api.get(

@@ -47,6 +47,31 @@ def _names(text: str) -> list[str]:
     return [" ".join(part.split()) for part in text.split(",") if part.strip()]
 
 
+class MarkedImagesInput(forms.HiddenInput):
+    """Image ids as `more=3,5` or repeated (`more=3&more=5`, what checkboxes send): joined."""
+
+    def value_from_datadict(self, data, files, name):
+        values = data.getlist(name) if hasattr(data, "getlist") else [data.get(name)]
+        return ",".join(value for value in values if value)
+
+
+class MarkedImagesField(forms.Field):
+    """Relevance feedback's marks: comma-separated image ids, each once, in ascending order."""
+
+    widget = MarkedImagesInput
+
+    def to_python(self, value) -> list[int]:
+        from gallery.search.feedback import MAX_MARKED_IMAGES
+
+        parts = [part.strip() for part in (value or "").split(",") if part.strip()]
+        if not all(part.isdigit() and int(part) > 0 for part in parts):
+            raise forms.ValidationError("Give image ids separated by commas, like 12,40.")
+        ids = sorted({int(part) for part in parts})
+        if len(ids) > MAX_MARKED_IMAGES:
+            raise forms.ValidationError(f"Mark at most {MAX_MARKED_IMAGES} images.")
+        return ids
+
+
 class SearchForm(forms.Form):
     """Search parameters, shared by the search page and GET/POST /api/search."""
 
@@ -70,6 +95,17 @@ class SearchForm(forms.Form):
     sort = forms.ChoiceField(
         required=False, choices=[("relevance", "Relevance"), ("date", "Newest among the relevant")]
     )
+    # Empty: hybrid when there are words, else semantic (gallery/search/keyword.py).
+    mode = forms.ChoiceField(
+        required=False,
+        label="Match",
+        choices=[
+            ("", "Automatic (hybrid when there are words)"),
+            ("hybrid", "Hybrid: meaning and words"),
+            ("semantic", "Semantic: meaning only"),
+            ("keyword", "Keyword: words only"),
+        ],
+    )
     page = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
     page_size = forms.IntegerField(
         required=False, min_value=1, max_value=100, widget=forms.HiddenInput
@@ -77,6 +113,15 @@ class SearchForm(forms.Form):
     like = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
     image_token = forms.CharField(required=False, widget=forms.HiddenInput, max_length=64)
     image = forms.FileField(required=False, label="Query image")
+    # Near-duplicates on a page fold into one tile ("collapse", the default) or all show.
+    duplicates = forms.ChoiceField(
+        required=False,
+        choices=[("collapse", "Collapse near-duplicates"), ("show", "Show near-duplicates")],
+        widget=forms.HiddenInput,
+    )
+    # Relevance feedback: images marked relevant ("more like these") or not ("less").
+    more = MarkedImagesField(required=False)
+    less = MarkedImagesField(required=False)
 
     def search_request(self, **extra):
         from django.conf import settings
@@ -87,6 +132,8 @@ class SearchForm(forms.Form):
         return SearchRequest(
             text=data["q"] or "",
             like_image_id=data["like"],
+            more_ids=data["more"],
+            less_ids=data["less"],
             tags_any=_names(data["tags_any"]),
             tags_all=_names(data["tags_all"]),
             tags_not=_names(data["tags_not"]),
@@ -94,15 +141,21 @@ class SearchForm(forms.Form):
             before=data["before"],
             min_score=data["min_score"],
             sort=data["sort"] or "relevance",
+            mode=data["mode"] or "",
             page=data["page"] or 1,
             page_size=data["page_size"] or settings.SEARCH_PAGE_SIZE,
+            collapse_duplicates=data["duplicates"] != "show",
             **extra,
         )
 
     def is_blank(self) -> bool:
         data = self.cleaned_data
         return not (
-            (data["q"] or "").strip() or data["like"] or data["image_token"] or data["image"]
+            (data["q"] or "").strip()
+            or data["like"]
+            or data["image_token"]
+            or data["image"]
+            or data["more"]
         )
 
     def first_error(self) -> tuple[str, str]:
@@ -225,3 +278,17 @@ class GalleryFilterForm(forms.Form):
     @property
     def active(self) -> bool:
         return bool(self.filters())
+
+
+class DuplicateKeepForm(forms.Form):
+    """Keep this one, delete the others: the action on a group of near-duplicates."""
+
+    keep = forms.IntegerField(min_value=1)
+    images = ImageIdsField(error_messages={"required": "The group names no images."})
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("keep") and cleaned.get("images") is not None:
+            if cleaned["keep"] not in cleaned["images"]:
+                raise forms.ValidationError("The image to keep is not one of the group.")
+        return cleaned

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from gallery.web import account, views
+from gallery.web import account, duplicates, views
 
 urlpatterns = [
     path("", views.gallery, name="gallery"),
@@ -11,6 +11,8 @@ urlpatterns = [
     path("images/<int:pk>/retry/", views.image_retry, name="image_retry"),
     path("images/selection/", views.gallery_selection, name="gallery_selection"),
     path("upload/", views.upload, name="upload"),
+    path("duplicates/", duplicates.duplicates_page, name="duplicates"),
+    path("duplicates/keep/", duplicates.duplicates_keep, name="duplicates_keep"),
     path("api/search", views.api_search, name="api_search"),
     path("healthz", views.healthz, name="healthz"),
     path("account/", account.account, name="account"),

@@ -248,16 +248,57 @@ def _pageable(form: SearchForm, token: str) -> bool:
     return bool(token) or form.cleaned_data.get("image") is None
 
 
-def _paging_query(form: SearchForm, token: str, page: int) -> str:
-    params = {
-        name: value
-        for name, value in form.data.items()
-        if name not in {"page", "image", "image_token", "csrfmiddlewaretoken"} and value
-    }
+# Not carried by links as sent: the marks are rewritten as one comma-separated list each.
+UNCARRIED = {"page", "image", "image_token", "csrfmiddlewaretoken", "more", "less"}
+
+
+def _search_params(form: SearchForm, token: str, *, marks: bool = True) -> dict:
+    """The search's parameters as links carry them, without a page: the filters, the query
+    image's token and (unless `marks` is false) the relevance feedback marks."""
+    params = {name: value for name, value in form.data.items() if name not in UNCARRIED and value}
+    for name in ("more", "less") if marks else ():
+        if form.cleaned_data.get(name):
+            params[name] = ",".join(str(pk) for pk in form.cleaned_data[name])
     if token:
         params["image_token"] = token
-    params["page"] = page
-    return urlencode(params)
+    return params
+
+
+def _paging_query(form: SearchForm, token: str, page: int) -> str:
+    return urlencode({**_search_params(form, token), "page": page})
+
+
+def _feedback_context(form: SearchForm, token: str, results) -> dict:
+    """What the results' "Refine" form needs: the search to repeat, the marks, and the marks
+    on images this page does not show (kept as hidden fields, so marks accumulate)."""
+    more, less = form.cleaned_data.get("more") or [], form.cleaned_data.get("less") or []
+    shown = {hit.image.pk for hit in results.hits} | {form.cleaned_data.get("like")}
+    unmarked = _search_params(form, token, marks=False)
+    return {
+        "feedback": True,
+        "feedback_like": form.cleaned_data.get("like"),
+        "feedback_fields": list(unmarked.items()),
+        "marked_more": set(more),
+        "marked_less": set(less),
+        "hidden_more": [pk for pk in more if pk not in shown],
+        "hidden_less": [pk for pk in less if pk not in shown],
+        "unmarked_query": urlencode(unmarked) if more or less else "",
+    }
+
+
+def _duplicates_context(form: SearchForm, token: str, results, *, pageable: bool) -> dict:
+    """How many near-duplicates this page folded, and the link that shows or folds them."""
+    shown = form.cleaned_data["duplicates"] == "show"
+    params = {**_search_params(form, token), "page": results.page}
+    if shown:
+        params.pop("duplicates", None)
+    else:
+        params["duplicates"] = "show"
+    return {
+        "duplicates_folded": sum(len(hit.similar) for hit in results.hits),
+        "duplicates_shown": shown,
+        "duplicates_toggle_query": urlencode(params) if pageable else "",
+    }
 
 
 # Read-only: a POST only encodes a query image and redirects. Without a token in the form,
@@ -308,6 +349,9 @@ def search_page(request):
         query_image_token=token,
         query_image_unkept=not pageable,
     )
+    if pageable:
+        context.update(_feedback_context(form, token, results))
+    context.update(_duplicates_context(form, token, results, pageable=pageable))
     return render(request, "gallery/search.html", context)
 
 
@@ -351,9 +395,11 @@ def search_json_response(request, *, url_name: str) -> JsonResponse:
             if results.page > 1 and _pageable(form, token)
             else None,
             "image_token": token or None,
+            "mode": results.mode,
             "best_score": results.best_score,
             "confident": results.confident,
             "confidence_threshold": results.confidence_threshold,
+            "duplicates": form.cleaned_data["duplicates"] or "collapse",
             "message": results.empty_reason
             or ("" if results.confident or not results.hits else "No confident match."),
         }
@@ -364,7 +410,13 @@ def _hit_json(request, hit: selector.Hit) -> dict:
     image = hit.image
     return {
         "id": image.pk,
-        "score": round(hit.score, 4),
+        # What orders the results in this mode: cosine similarity (semantic), reciprocal rank
+        # fusion (hybrid) or ts_rank_cd (keyword); the ranks say where the hit came from.
+        "score": round(hit.score, 6),
+        "matched_by": hit.matched_by,
+        "semantic_rank": hit.semantic_rank,
+        "keyword_rank": hit.keyword_rank,
+        "similarity": None if hit.similarity is None else round(hit.similarity, 4),
         "caption": image.caption,
         "tags": hit.tag_names,
         "taken_at": image.taken_at.isoformat(),
@@ -377,4 +429,6 @@ def _hit_json(request, hit: selector.Hit) -> dict:
         else None,
         "original_url": request.build_absolute_uri(image.file.url),
         "detail_url": request.build_absolute_uri(reverse("image_detail", args=[image.pk])),
+        # Near-duplicates folded into this hit (none with duplicates=show).
+        "similar_ids": hit.similar_ids,
     }

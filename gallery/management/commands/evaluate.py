@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from gallery.indexing.encoder import ModelWeightsUnavailable
 from gallery.offline import benchmarks, datasets, evaluation, report
+from gallery.search.feedback import MAX_MARKED_IMAGES
 
 
 class Command(BaseCommand):
@@ -38,6 +39,13 @@ class Command(BaseCommand):
         )
         parser.add_argument("--json", dest="json_path", help="also write the figures here")
         parser.add_argument(
+            "--feedback-rounds",
+            type=int,
+            default=0,
+            help="also simulate relevance feedback: each round marks the first 10 results "
+            "relevant or not (from the labels) and searches again; P@10 and mAP per round",
+        )
+        parser.add_argument(
             "--compare-backends",
             action="store_true",
             help="instead: mAP and top-10 overlap of ONNX fp32 and int8 against torch fp32",
@@ -58,6 +66,7 @@ class Command(BaseCommand):
         report_dir,
         json_path,
         compare_backends,
+        feedback_rounds,
         **options,
     ):
         try:
@@ -74,7 +83,11 @@ class Command(BaseCommand):
             depth=depth,
             max_queries=max_queries,
             limit_per_class=limit_per_class,
+            feedback_rounds=feedback_rounds,
         )
+        most_rounds = MAX_MARKED_IMAGES // evaluation.FEEDBACK_JUDGED
+        if not 0 <= feedback_rounds <= most_rounds:
+            raise CommandError(f"--feedback-rounds takes 0 to {most_rounds}.")
         if compare_backends:
             return self._compare_backends(config, json_path)
         if report_dir is None:
@@ -115,7 +128,46 @@ class Command(BaseCommand):
                 f"Suggested {kind} confidence threshold: {suggestion['threshold']:.3f} "
                 f"(F1 {suggestion['f1']:.3f}; SEARCH_{kind.upper()}_CONFIDENCE)"
             )
+        if "feedback" in figures:
+            self._print_feedback(figures["feedback"])
         self.stdout.write(f"Report: {figures['report']}")
+
+    def _print_feedback(self, feedback: dict) -> None:
+        weights = feedback["weights"]
+        self.stdout.write("")
+        self.stdout.write(
+            f"Relevance feedback: each round the first {feedback['judged_per_round']} results "
+            f"are marked relevant or not from the labels (Rocchio: alpha {weights['alpha']:g}, "
+            f"beta {weights['beta']:g}, gamma {weights['gamma']:g}); round 0 is the search "
+            "without feedback. Residual mAP leaves out the images judged so far."
+        )
+        rows = [
+            [
+                query_set,
+                row["round"],
+                row["queries"],
+                f"{row['P@10']:.3f}",
+                f"{row['mAP']:.3f}",
+                f"{row['residual mAP']:.3f}",
+                f"{row['first ranking residual mAP']:.3f}",
+            ]
+            for query_set, rounds in feedback["query_sets"].items()
+            for row in rounds
+        ]
+        self.stdout.write(
+            benchmarks.format_table(
+                [
+                    "query set",
+                    "round",
+                    "n",
+                    "P@10",
+                    "mAP",
+                    "residual mAP",
+                    "round 0 residual mAP",
+                ],
+                rows,
+            )
+        )
 
     def _compare_backends(self, config, json_path) -> None:
         try:

@@ -6,7 +6,8 @@ from searchsite.supervisor import DEFAULT_WEB_WORKERS, DEFAULT_WORKERS, run_site
 class Command(BaseCommand):
     help = (
         "Run the whole site: embedded PostgreSQL and Valkey (unless DATABASE_URL/REDIS_URL are "
-        "set), migrations, RQ encoding workers and gunicorn. Ctrl-C or SIGTERM stops everything."
+        "set), migrations, RQ encoding workers, an OCR worker (unless OCR_ENABLED=0) and "
+        "gunicorn. Ctrl-C or SIGTERM stops everything."
     )
     requires_system_checks = []
 

@@ -1,0 +1,155 @@
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from gallery.offline import benchmarks, near_duplicates
+
+
+class Command(BaseCommand):
+    help = (
+        "Make originals with near-duplicate variants (resized, JPEG quality 40, 5 % crop, "
+        "brightness +/-15 %, 3 degree rotation) among distinct images, ingest and encode them "
+        "in an isolated library, and report the precision and recall of the near-duplicate "
+        "groups per cosine threshold and pHash distance, and how long the scan takes."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--n", type=int, default=200, help="originals (half get variants)")
+        parser.add_argument("--model", default="vs-test-tiny", help="open_clip architecture")
+        parser.add_argument("--pretrained", default="random", help="pretrained tag or random")
+        parser.add_argument("--weights", default="", help="a checkpoint file (wins)")
+        parser.add_argument(
+            "--source",
+            choices=["auto", "generated", "tuxpaint"],
+            default="auto",
+            help="originals: Tux Paint stamps on photo-like backgrounds, or generated photos",
+        )
+        parser.add_argument("--thresholds", default="0.8,0.85,0.9,0.92,0.94,0.96,0.98")
+        parser.add_argument("--hash-distances", default="4,6,8,10,12,14,16")
+        parser.add_argument(
+            "--scan-sizes", default="10000", help="synthetic library sizes to time ('' to skip)"
+        )
+        parser.add_argument(
+            "--neighbours", default="10,25,50,100", help="k values to score the shipped rule at"
+        )
+        parser.add_argument("--json", dest="json_path", help="write the figures to this file")
+
+    def handle(
+        self, *args, n, model, source, thresholds, hash_distances, scan_sizes, neighbours, **options
+    ):
+        figures = near_duplicates.run_duplicates_benchmark(
+            count=n,
+            model=model,
+            source=source,
+            thresholds=[float(value) for value in thresholds.split(",")],
+            hash_distances=[int(value) for value in hash_distances.split(",")],
+            neighbours=[int(value) for value in neighbours.split(",") if value],
+            pretrained=options["pretrained"],
+            weights_file=options["weights"],
+            progress=self.stderr.write,
+        )
+        cosine = figures["cosine"]
+        self.stdout.write(
+            f"{figures['images']} images ({figures['originals']} originals, "
+            f"{figures['true_groups']} with variants, {figures['true_pairs']} true pairs), "
+            f"{figures['model']}, originals: {figures['source']}; "
+            f"ingest {figures['ingest_seconds']} s, encoding {figures['encode_seconds']} s"
+        )
+        self.stdout.write(
+            f"cosine of true copies: min {cosine['true_pairs_min']}, 5th percentile "
+            f"{cosine['true_pairs_p5']}, median {cosine['true_pairs_median']}; each distinct "
+            f"image's nearest other: median {cosine['distinct_nearest_median']}, 95th "
+            f"percentile {cosine['distinct_nearest_p95']}, max {cosine['distinct_nearest_max']}"
+        )
+        phash = figures["phash_only"][0]
+        self.stdout.write(
+            f"pHash distance of true copies: max {phash['true_pairs_max']}, 95th percentile "
+            f"{phash['true_pairs_p95']}; closest distinct pair {phash['distinct_pairs_min']}"
+        )
+        self.stdout.write("")
+        self.stdout.write(
+            benchmarks.format_table(
+                ["cosine >=", "pHash <=", "precision", "recall", "groups", "exact groups"],
+                [
+                    [
+                        row["threshold"],
+                        "-" if row["phash_distance"] is None else row["phash_distance"],
+                        row["precision"],
+                        row["recall"],
+                        row["groups_found"],
+                        row["groups_exact"],
+                    ]
+                    for row in figures["grid"]
+                ],
+            )
+        )
+        self.stdout.write("")
+        self.stdout.write(
+            benchmarks.format_table(
+                ["pHash alone <=", "precision", "recall", "groups", "exact groups"],
+                [
+                    [
+                        row["phash_distance"],
+                        row["precision"],
+                        row["recall"],
+                        row["groups_found"],
+                        row["groups_exact"],
+                    ]
+                    for row in figures["phash_only"][1:]
+                ],
+            )
+        )
+        if figures["neighbours"]:
+            self.stdout.write("")
+            self.stdout.write(
+                benchmarks.format_table(
+                    ["neighbours k", "precision", "recall", "groups", "exact groups"],
+                    [
+                        [
+                            row["neighbours"],
+                            row["precision"],
+                            row["recall"],
+                            row["groups_found"],
+                            row["groups_exact"],
+                        ]
+                        for row in figures["neighbours"]
+                    ],
+                )
+            )
+        shipped = figures["shipped"]
+        self.stdout.write("")
+        self.stdout.write(
+            f"Shipped (NEAR_DUPLICATE_SIMILARITY={settings.NEAR_DUPLICATE_SIMILARITY}, "
+            f"NEAR_DUPLICATE_PHASH_DISTANCE={settings.NEAR_DUPLICATE_PHASH_DISTANCE}, "
+            f"k={shipped['neighbours']}): precision {shipped['precision']}, recall "
+            f"{shipped['recall']}, {shipped['groups_found']} groups "
+            f"({shipped['groups_exact']} exact) of {figures['true_groups']}; scan "
+            f"{figures['scan_seconds_cold']} s cold (pHashes computed), "
+            f"{figures['scan_seconds_warm']} s with pHashes cached"
+        )
+        if options["json_path"]:
+            benchmarks.write_json(options["json_path"], figures)
+        figures["scan"] = near_duplicates.run_scan_timing(
+            model=model,
+            scan_sizes=[int(value) for value in scan_sizes.split(",") if value],
+            progress=self.stderr.write,
+        )
+        if figures["scan"]:
+            self.stdout.write("")
+            self.stdout.write(
+                benchmarks.format_table(
+                    ["vectors", "index scan s", "ms per image", "pairs found", "planted"],
+                    [
+                        [
+                            row["vectors"],
+                            row["seconds"],
+                            row["ms_per_image"],
+                            row["pairs"],
+                            row["planted_pairs"],
+                        ]
+                        for row in figures["scan"]
+                    ],
+                )
+            )
+        if options["json_path"]:
+            benchmarks.write_json(options["json_path"], figures)
+            self.stdout.write(f"Wrote {options['json_path']}")

@@ -1,0 +1,329 @@
+"""bench_ocr: how well and how fast the product's OCR reads words in photo-like images.
+
+Images are generated with known words (Debian's TrueType fonts, sizes, colours, rotations up
+to 15 degrees, backgrounds of gradients, soft blotches and grain), stored through the real
+ingest path in an isolated library (so previews are made as for an upload), and read by
+gallery/indexing/ocr.py from the file the OCR job reads. A second set has no text at all: it
+shows what an image costs when the detector finds nothing and the recogniser never runs.
+"""
+
+import os
+import random
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+from django.db import connection
+from PIL import Image as PILImage
+from PIL import ImageDraw, ImageFilter, ImageFont
+
+from gallery.indexing import ocr, text_reading
+from gallery.library.ingest import ingest_image
+from gallery.models import Image
+from gallery.offline.sandbox import isolated_library
+
+FONT_FOLDERS = ("dejavu", "liberation", "freefont", "noto")
+FONT_ROOT = Path("/usr/share/fonts/truetype")
+# Not fonts for words: mathematical symbols, a CJK fallback, a hairline weight.
+SKIPPED_FONTS = ("Math", "Fallback", "ExtraLight")
+SIZES = ((640, 480), (800, 600), (1024, 768), (768, 1024), (1200, 800), (1600, 1200))
+MAX_ROTATION_DEGREES = 15
+
+# Common English words of 4 to 9 letters; every image's first word is its own (the keyword
+# query for that image), the others may repeat.
+VOCABULARY = """
+able acid actor adult agent album alarm alley amber angle ankle apple april arena army arrow
+artist atlas aunt autumn avenue bacon badge baker balcony ballet bamboo banana bandit banner
+barrel basket battery beach beacon beard beaver bedroom belt bench berry bicycle biscuit
+blanket blossom border bottle boulder bracket branch bread breeze brick bridge bronze brother
+bucket buffalo bullet butter cabin cactus camera candle canyon captain carbon carpet castle
+cattle cellar cement cereal chalk channel chapel cheese cherry chicken chimney circus citizen
+clinic closet cloud coach cobalt coffee collar comet copper corner cotton cousin crater
+crystal cupboard curtain cushion dancer danger dentist desert diamond dinner doctor dolphin
+donkey dragon drawer driver eagle echo editor elbow engine escape fabric falcon farmer
+feather fence ferry festival fiber finger forest fossil fountain frame friday fridge garden
+garlic gentle ghost giant ginger glacier glass globe glove gold granite grape gravel guitar
+hammer harbor harvest helmet herald hockey honey horizon hotel island ivory jacket jaguar
+jelly jersey jungle kettle kitchen ladder lagoon lantern laptop lemon letter lizard lobster
+magnet mango marble market meadow medal melon mirror monday monkey morning mosaic motor
+muffin museum mustard needle nickel noodle number ocean office olive onion orange orchid
+oyster paddle palace panda paper parade parrot pencil pepper piano pickle pillow pilot planet
+pocket poetry police potato powder puzzle rabbit radio rainbow record ribbon river rocket
+saddle salmon salt sandal saturday school season shadow shelter silver sister soccer spider
+spinach spring square station statue street studio sugar summer sunday sunset supper
+sweater tablet teacher temple tennis theater thunder ticket tiger timber tomato tower tractor
+travel tunnel turkey turtle umbrella valley velvet violin volcano wagon walnut window winter
+wizard yellow zebra
+""".split()
+
+
+def font_files() -> list[Path]:
+    fonts = [
+        path
+        for folder in FONT_FOLDERS
+        for path in sorted((FONT_ROOT / folder).glob("*.ttf"))
+        if not any(skip in path.name for skip in SKIPPED_FONTS)
+    ]
+    if not fonts:
+        raise RuntimeError(
+            f"No TrueType fonts under {FONT_ROOT}: apt-get install fonts-dejavu-core "
+            "fonts-liberation fonts-freefont-ttf"
+        )
+    return fonts
+
+
+def photo_like_background(rng: random.Random, size: tuple[int, int]) -> PILImage.Image:
+    """A gradient under soft blotches of colour and sensor grain: smooth regions and edges,
+    the way a photo's background is, without any letter-like shape."""
+    width, height = size
+    top = tuple(rng.randrange(256) for _ in range(3))
+    bottom = tuple(rng.randrange(256) for _ in range(3))
+    mask = PILImage.linear_gradient("L").resize(size)
+    if rng.random() < 0.5:
+        mask = mask.rotate(rng.choice((90, 180, 270)), expand=False)
+    picture = PILImage.composite(
+        PILImage.new("RGB", size, bottom), PILImage.new("RGB", size, top), mask
+    )
+    blotches = PILImage.new("RGB", size, (0, 0, 0))
+    alpha = PILImage.new("L", size, 0)
+    draw, draw_alpha = ImageDraw.Draw(blotches), ImageDraw.Draw(alpha)
+    for _ in range(rng.randrange(3, 9)):
+        radius = rng.uniform(0.08, 0.35) * min(size)
+        x, y = rng.uniform(0, width), rng.uniform(0, height)
+        box = (x - radius, y - radius * rng.uniform(0.5, 1.5), x + radius, y + radius)
+        draw.ellipse(box, fill=tuple(rng.randrange(256) for _ in range(3)))
+        draw_alpha.ellipse(box, fill=rng.randrange(60, 200))
+    blur = ImageFilter.GaussianBlur(min(size) / rng.uniform(12, 40))
+    picture = PILImage.composite(blotches.filter(blur), picture, alpha.filter(blur))
+    grain = PILImage.effect_noise(size, rng.uniform(8, 30)).convert("RGB")
+    return PILImage.blend(picture, grain, rng.uniform(0.04, 0.12))
+
+
+def _contrasting_colour(rng: random.Random, background) -> tuple[int, int, int]:
+    luminance = 0.299 * background[0] + 0.587 * background[1] + 0.114 * background[2]
+    if luminance > 128:
+        return tuple(rng.randrange(0, 90) for _ in range(3))
+    return tuple(rng.randrange(180, 256) for _ in range(3))
+
+
+def draw_words(
+    rng: random.Random, picture: PILImage.Image, lines: list[str], fonts: list[Path]
+) -> None:
+    """Each line in its own horizontal band, in its own font, size, colour and rotation."""
+    width, height = picture.size
+    band = height / len(lines)
+    for index, line in enumerate(lines):
+        font_size = int(rng.uniform(0.05, 0.13) * min(width, height))
+        font = ImageFont.truetype(str(rng.choice(fonts)), font_size)
+        while font.getlength(line) > 0.85 * width and font_size > 12:
+            font_size = int(font_size * 0.85)
+            font = ImageFont.truetype(font.path, font_size)
+        left, top, right, bottom = font.getbbox(line)
+        margin = font_size // 3
+        layer = PILImage.new("L", (right - left + 2 * margin, bottom - top + 2 * margin), 0)
+        ImageDraw.Draw(layer).text((margin - left, margin - top), line, font=font, fill=255)
+        layer = layer.rotate(
+            rng.uniform(-MAX_ROTATION_DEGREES, MAX_ROTATION_DEGREES),
+            resample=PILImage.Resampling.BICUBIC,
+            expand=True,
+        )
+        x = rng.uniform(0, max(1, width - layer.width))
+        y = index * band + rng.uniform(0, max(1, band - layer.height))
+        x, y = int(x), int(max(0, min(y, height - layer.height)))
+        patch = picture.crop((x, y, x + layer.width, y + layer.height)).resize((1, 1))
+        colour = _contrasting_colour(rng, patch.getpixel((0, 0)))
+        picture.paste(PILImage.new("RGB", layer.size, colour), (x, y), layer)
+
+
+def text_sample(rng: random.Random, own_word: str, fonts) -> tuple[PILImage.Image, list[str]]:
+    picture = photo_like_background(rng, rng.choice(SIZES))
+    words = [own_word] + [rng.choice(VOCABULARY) for _ in range(rng.randrange(0, 4))]
+    cased = [rng.choice((str.upper, str.capitalize, str.lower))(word) for word in words]
+    lines, rest = [], list(cased)
+    while rest:
+        take = rng.choice((1, 2))
+        lines.append(" ".join(rest[:take]))
+        rest = rest[take:]
+    draw_words(rng, picture, lines, fonts)
+    return picture, words
+
+
+def tokens(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def product_keyword_top_ids(word: str, limit: int = 10) -> list[int]:
+    """The site's own keyword search (mode=keyword: the stored full-text document, where the
+    text read in an image is one part)."""
+    from gallery.search.request import SearchRequest
+    from gallery.search.selector import search_images
+
+    results = search_images(SearchRequest(text=word, mode="keyword", page_size=limit))
+    return [hit.image.pk for hit in results.hits]
+
+
+def _give_placeholder_vectors(image_ids: list[int]) -> None:
+    """Keyword search answers among searchable images (those with a vector of the active
+    model); the vectors' values do not matter to it, so random ones spare loading CLIP."""
+    import numpy as np
+
+    from gallery.indexing import registry
+    from gallery.models import Embedding
+
+    model = registry.active_model()
+    rng = np.random.default_rng(0)
+    Embedding.objects.bulk_create(
+        Embedding(image_id=pk, model=model, vector=rng.standard_normal(model.dimensions))
+        for pk in image_ids
+    )
+
+
+def keyword_top_ids(word: str, limit: int = 10) -> list[int]:
+    """Images whose read text matches the word by PostgreSQL full-text search, best first."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT id FROM gallery_image
+            WHERE to_tsvector('english', ocr_text) @@ plainto_tsquery('english', %(word)s)
+            ORDER BY ts_rank_cd(to_tsvector('english', ocr_text),
+                                plainto_tsquery('english', %(word)s)) DESC, id
+            LIMIT %(limit)s
+            """,
+            {"word": word, "limit": limit},
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _timings(readings: list[dict]) -> dict:
+    def summary(key):
+        values = sorted(reading[key] for reading in readings)
+        if not values:
+            return {"mean": None, "p50": None, "p95": None}
+        return {
+            "mean": round(statistics.fmean(values), 3),
+            "p50": round(statistics.median(values), 3),
+            "p95": round(values[min(len(values) - 1, int(0.95 * len(values)))], 3),
+        }
+
+    keys = ("seconds", "cpu_seconds", "detect_seconds", "recognise_seconds")
+    return {key: summary(key) for key in keys}
+
+
+def run_ocr_benchmark(
+    *, count: int = 200, blank: int | None = None, threads: int = 1, seed: int = 0, progress=print
+) -> dict:
+    if count > len(VOCABULARY):
+        raise ValueError(f"--n is at most {len(VOCABULARY)} (one distinct word per image).")
+    blank = max(50, count // 4) if blank is None else blank
+    rng = random.Random(seed)
+    fonts = font_files()
+    own_words = rng.sample(VOCABULARY, count)
+    load_before = os.getloadavg()
+    progress(f"Loading the OCR model ({threads} thread(s))...")
+    process = psutil.Process()
+    resident = process.memory_info().rss
+    started = time.perf_counter()
+    reader = ocr.TextReader(threads)
+    figures = {
+        "threads": threads,
+        "cpu_count": os.cpu_count(),
+        "fonts": len(fonts),
+        "model_load_seconds": round(time.perf_counter() - started, 2),
+        "model_resident_mib": round((process.memory_info().rss - resident) / 2**20),
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-ocr-") as folder, isolated_library("ocr"):
+        samples = []  # (image id, words or None)
+        progress(f"Generating and storing {count} images with words and {blank} without...")
+        for index in range(count + blank):
+            if index < count:
+                picture, words = text_sample(rng, own_words[index], fonts)
+            else:
+                picture, words = photo_like_background(rng, rng.choice(SIZES)), None
+            path = Path(folder) / f"{index:04}.jpg"
+            picture.save(path, "JPEG", quality=90)
+            stored = ingest_image(data=path.read_bytes(), filename=path.name, enqueue=False)
+            samples.append((stored.image.pk, words))
+        Image.objects.update(status=Image.Status.INDEXED)
+        progress("Reading them through gallery/indexing/ocr.py...")
+        readings = []
+        for done, (image_id, words) in enumerate(samples, 1):
+            image = Image.objects.get(pk=image_id)
+            source = text_reading.reading_sources(image)[0]
+            started, cpu_started = time.perf_counter(), time.process_time()
+            reading = reader.read(ocr.open_for_reading(source))
+            seconds = time.perf_counter() - started
+            # CPU time: what the image costs when other processes do not share the cores
+            # (the reader runs on `threads` threads, so it is wall time x threads at most).
+            cpu_seconds = time.process_time() - cpu_started
+            text_reading.store_image_text(image_id=image_id, text=reading.text)
+            readings.append(
+                {
+                    "image": image_id,
+                    "words": words,
+                    "text": reading.text,
+                    "seconds": seconds,
+                    "cpu_seconds": cpu_seconds,
+                    "detect_seconds": reading.detect_seconds,
+                    "recognise_seconds": reading.recognise_seconds,
+                    "source_side": min(PILImage.open(source).size),
+                }
+            )
+            if done % 50 == 0:
+                progress(f"  {done} of {len(samples)}")
+        with_text = [reading for reading in readings if reading["words"]]
+        without_text = [reading for reading in readings if not reading["words"]]
+        expected = found = read_tokens = right_tokens = 0
+        for reading in with_text:
+            truth = {word.lower() for word in reading["words"]}
+            got = tokens(reading["text"])
+            expected += len(truth)
+            found += len(truth & set(got))
+            read_tokens += len(got)
+            right_tokens += sum(token in truth for token in got)
+        try:
+            _give_placeholder_vectors([image_id for image_id, _ in samples])
+            search, searched_by = (
+                product_keyword_top_ids,
+                "the site's keyword search (mode=keyword)",
+            )
+            search("probe")
+        except Exception as error:  # no keyword mode in this version: plain full-text search
+            progress(f"Keyword search of the site unavailable ({error}); using plain FTS.")
+            search = keyword_top_ids
+            searched_by = "PostgreSQL full-text search over ocr_text ('english')"
+        hits = sum(reading["image"] in search(reading["words"][0]) for reading in with_text)
+    figures.update(
+        {
+            "with_text": {
+                "images": len(with_text),
+                "words": expected,
+                "word_recall": round(found / expected, 3) if expected else None,
+                "word_precision": round(right_tokens / read_tokens, 3) if read_tokens else None,
+                "keyword_recall_at_10": round(hits / len(with_text), 3) if with_text else None,
+                "images_with_every_word_read": sum(
+                    {w.lower() for w in r["words"]} <= set(tokens(r["text"])) for r in with_text
+                ),
+                **_timings(with_text),
+            },
+            "without_text": {
+                "images": len(without_text),
+                "images_with_text_read": sum(bool(r["text"]) for r in without_text),
+                "recogniser_ran": sum(r["recognise_seconds"] > 0 for r in without_text),
+                **_timings(without_text),
+            },
+            "source_shortest_side_p50": statistics.median(r["source_side"] for r in readings),
+            "load_average_before": [round(value, 2) for value in load_before],
+            "load_average_after": [round(value, 2) for value in os.getloadavg()],
+            "resident_mib_after": round(process.memory_info().rss / 2**20),
+            "keyword_search": searched_by,
+            "misread_samples": [
+                {"words": r["words"], "read": r["text"]}
+                for r in with_text
+                if not {w.lower() for w in r["words"]} <= set(tokens(r["text"]))
+            ][:15],
+        }
+    )
+    return figures
