@@ -1,3 +1,4 @@
+import contextlib
 import os
 import subprocess
 import sys
@@ -120,6 +121,26 @@ def stalled_redis_cache(settings):
     yield connections_since_last_call
     cache.trust_cache_again()
     server.close()
+
+
+@contextlib.contextmanager
+def database_gone():
+    """Django's connection pointed at a port nothing listens on, then put back."""
+    import socket
+
+    from django.db import connection
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    original = dict(connection.settings_dict)
+    connection.close()
+    connection.settings_dict.update(HOST="127.0.0.1", PORT=str(dead_port))
+    try:
+        yield
+    finally:
+        connection.close()
+        connection.settings_dict.update(original)
 
 
 def clean_child_environment(**extra) -> dict:

@@ -5,7 +5,6 @@ over HTTP through Django's test client."""
 import hashlib
 import io
 import re
-import socket
 import subprocess
 import sys
 
@@ -21,7 +20,7 @@ from django.urls import reverse
 from gallery.accounts import tokens
 from gallery.library.ingest import ingest_image
 from gallery.models import ApiToken, Image
-from tests.conftest import clean_child_environment
+from tests.conftest import clean_child_environment, database_gone
 from tests.images import image_bytes
 from tests.test_settings import PROJECT
 
@@ -321,18 +320,9 @@ def test_with_the_database_gone_members_and_tokens_get_a_503_not_a_500(
     monkeypatch.setattr(middleware, "_last_logged", 0.0)
     settings.SITE_ACCESS = "private"
     _, secret = tokens.create_api_token(user=member, name="script")
-    with socket.socket() as probe:  # a port nothing listens on: the database is gone
-        probe.bind(("127.0.0.1", 0))
-        dead_port = probe.getsockname()[1]
-    original = dict(connection.settings_dict)
-    connection.close()
-    connection.settings_dict.update(HOST="127.0.0.1", PORT=str(dead_port))
-    try:
+    with database_gone():
         page = member_client.get(reverse("gallery"))
         api = token_client(secret).get(reverse("api_v1:images"))
-    finally:
-        connection.close()
-        connection.settings_dict.update(original)
     assert page.status_code == 503 and "Temporarily unavailable" in page.content.decode()
     assert api.status_code == 503 and "unavailable" in api.json()["error"]["message"]
 

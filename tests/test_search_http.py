@@ -5,7 +5,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from gallery.models import Image
-from tests.conftest import active_encoder, active_vector
+from tests.conftest import active_encoder, active_vector, database_gone
 from tests.images import image_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -250,26 +250,13 @@ def test_search_answers_with_redis_stalled_and_then_leaves_it_alone(
 
 
 def test_pages_and_the_api_answer_503_while_the_database_is_gone(client, caplog):
-    import socket
-
-    from django.db import connection
-
-    with socket.socket() as probe:  # a port nothing listens on: the database is gone
-        probe.bind(("127.0.0.1", 0))
-        dead_port = probe.getsockname()[1]
-    original = dict(connection.settings_dict)
-    connection.close()
-    connection.settings_dict.update(HOST="127.0.0.1", PORT=str(dead_port))
-    try:
+    with database_gone():
         answers = [
             client.get(reverse("api_search"), {"q": "a red bicycle"}),
             client.get(reverse("gallery")),
             client.get(reverse("search"), {"q": "a red bicycle"}),
             client.get(reverse("api_search"), {"q": "a blue bicycle"}),
         ]
-    finally:
-        connection.close()
-        connection.settings_dict.update(original)
     api, gallery, page, api_again = answers
     assert api.status_code == 503 and api_again.status_code == 503
     assert "database is unavailable" in api.json()["error"]["message"]

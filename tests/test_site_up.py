@@ -576,7 +576,9 @@ images = {
 def ranking(words):
     found, page = [], 1
     while True:
-        request = SearchRequest(text=words, page=page, page_size=100)
+        # Semantic: the backup holds fewer images, and hybrid's rank-fused scores move
+        # with every image in the library while cosine scores do not.
+        request = SearchRequest(text=words, page=page, page_size=100, mode="semantic")
         hits = search_images(request, exact=True).hits
         found += [[hit.image.sha256, round(hit.score, 5)] for hit in hits]
         if len(hits) < 100:

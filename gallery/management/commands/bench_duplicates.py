@@ -126,8 +126,6 @@ class Command(BaseCommand):
             f"{figures['scan_seconds_cold']} s cold (pHashes computed), "
             f"{figures['scan_seconds_warm']} s with pHashes cached"
         )
-        if options["json_path"]:
-            benchmarks.write_json(options["json_path"], figures)
         figures["scan"] = near_duplicates.run_scan_timing(
             model=model,
             scan_sizes=[int(value) for value in scan_sizes.split(",") if value],
