@@ -12,12 +12,6 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 from pgvector.django import VectorField
 
-# HNSW build parameters, chosen with bench_search at 100k vectors (see README): with
-# ef_construction 128 instead of 64 the build takes 33 s instead of 24 s, and ef_search 200
-# reaches recall@10 1.0 instead of 0.98-0.99.
-HNSW_M = 16
-HNSW_EF_CONSTRUCTION = 128
-
 # Stored formats that only Safari shows in an <img>: pages show their preview instead.
 FORMATS_BROWSERS_CANNOT_SHOW = {"HEIF", "TIFF"}
 
@@ -95,6 +89,10 @@ class Image(models.Model):
     # db_default: rows inserted by raw SQL (bench_search loads with COPY) get it too.
     ocr_text = models.TextField(blank=True, default="", db_default="")
     ocr_read_at = models.DateTimeField(null=True, blank=True)
+    # The thumbnail's 64-bit perceptual hash (gallery/library/perceptual_hash.py), as a signed
+    # bigint; null for images stored before it, until a scan or a search page needs it.
+    # No index: near-duplicate scans read every hash and bucket them in Python.
+    phash = models.BigIntegerField(null=True, blank=True, editable=False)
 
     objects = ImageQuerySet.as_manager()
 

@@ -103,6 +103,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Outside the session middleware, so a login's session write counts as a write too.
+    "gallery.replicas.ReadYourWritesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -146,6 +148,31 @@ DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
 # 120 s worker timeout; a connection kept between requests is checked before it is reused.
 DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 3
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+
+def replica_database(url: str) -> dict:
+    """A read replica's DATABASES entry (README, "Read replicas"). No connection is kept
+    between requests (CONN_MAX_AGE 0): every request connects, and libpq's connect_timeout
+    covers the whole start-up, so a replica that stopped answering is found within 3 s and
+    skipped, where a kept connection would hang on its first query. Tests mirror the primary's
+    test database."""
+    replica = dj_database_url.parse(url, conn_max_age=0)
+    replica.setdefault("OPTIONS", {})["connect_timeout"] = 3
+    replica["TEST"] = {"MIRROR": "default"}
+    return replica
+
+
+# Searches, gallery pages and the API's reads go to these (round robin), writes and the
+# reads after a write to the primary (gallery/replicas.py).
+DATABASE_REPLICAS = []
+for _number, _url in enumerate(env_list("DATABASE_REPLICA_URLS", []), start=1):
+    DATABASES[f"replica{_number}"] = replica_database(_url)
+    DATABASE_REPLICAS.append(f"replica{_number}")
+DATABASE_ROUTERS = ["gallery.replicas.ReplicaRouter"]
+# A replica that failed is skipped this long (per process) before it is tried again.
+DATABASE_REPLICA_RETRY_SECONDS = env_int("DATABASE_REPLICA_RETRY_SECONDS", 30)
+# After a request that wrote, that browser reads from the primary this long (its own writes).
+DATABASE_REPLICA_PIN_SECONDS = env_int("DATABASE_REPLICA_PIN_SECONDS", 10)
 
 REDIS_URL = env_str("REDIS_URL")
 if not REDIS_URL:
@@ -232,17 +259,25 @@ ENCODER_THREADS = env_int("ENCODER_THREADS", 0)
 PRELOAD_TEXT_ENCODER = env_bool("PRELOAD_TEXT_ENCODER", True)
 
 # --- Search (defaults chosen from bench_search; see README) ---
-SEARCH_EF_SEARCH = env_int("SEARCH_EF_SEARCH", 200)
+# Each model's HNSW index: what it stores (halfvec: half the memory of vector at the same
+# recall) and its build parameters. Changing them affects new indexes; `rebuild_vector_index`
+# rebuilds an existing one without stopping search.
+SEARCH_INDEX_STORAGE = env_choice("SEARCH_INDEX_STORAGE", ("halfvec", "vector"), "halfvec")
+SEARCH_INDEX_M = env_int("SEARCH_INDEX_M", 32)
+SEARCH_INDEX_EF_CONSTRUCTION = env_int("SEARCH_INDEX_EF_CONSTRUCTION", 200)
+# hnsw.ef_search; 0 = grow with the library (see gallery/indexing/registry.py ef_search_for).
+SEARCH_EF_SEARCH = env_int("SEARCH_EF_SEARCH", 0)
 SEARCH_MAX_SCAN_TUPLES = env_int("SEARCH_MAX_SCAN_TUPLES", 20000)
 # Up to this many images an exact scan is perfect and still fast (~7 ms at 2,000 rows, 15 ms at
 # 5,000, measured here), so the index is not used.
 SEARCH_EXACT_MAX_ROWS = env_int("SEARCH_EXACT_MAX_ROWS", 2500)
 SEARCH_PAGE_SIZE = env_int("SEARCH_PAGE_SIZE", 24)
 SEARCH_MAX_PAGE_SIZE = 100
-# Sorting by date orders the most relevant hits (at most this many) by when they were taken.
+# Sorting by date without a minimum score orders this many best matches by when they were
+# taken, and says so (with min_score every match is ordered; README "Paging").
 SEARCH_DATE_SORT_POOL = env_int("SEARCH_DATE_SORT_POOL", 500)
-# Hybrid search fuses the vector and the keyword rankings read this deep (at least; a deeper
-# page reads them to its own depth), so the first pages all fuse the same rankings.
+# Hybrid search fuses the vector and the keyword rankings read this deep on every page, so its
+# pages are slices of one fused ranking (at most twice this many results).
 SEARCH_HYBRID_DEPTH = env_int("SEARCH_HYBRID_DEPTH", 200)
 # Below these cosine similarities a best match is reported as "no confident match".
 SEARCH_TEXT_CONFIDENCE = float(env_str("SEARCH_TEXT_CONFIDENCE", "0.2"))

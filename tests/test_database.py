@@ -43,9 +43,91 @@ def test_migrations_create_vector_extension_and_a_partial_hnsw_index_for_the_mod
             [model.index_name],
         )
         (definition,) = cursor.fetchone()
-    assert "USING hnsw (((vector)::vector(512)) vector_cosine_ops)" in definition
-    assert "m='16'" in definition and "ef_construction='128'" in definition
+    assert "USING hnsw (((vector)::halfvec(512)) halfvec_cosine_ops)" in definition
+    assert "m='32'" in definition and "ef_construction='200'" in definition
     assert f"WHERE (model_id = {model.pk})" in definition
+
+
+def search_plan(model, query) -> str:
+    from gallery.search import selector
+
+    with connection.cursor() as cursor:
+        # At 400 rows a sequential scan is cheaper: ask whether the index can answer at all.
+        cursor.execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+        cursor.execute(
+            f"EXPLAIN SELECT e.image_id FROM gallery_embedding e WHERE e.model_id = {model.pk} "
+            f"ORDER BY {selector._distance(model)} LIMIT 10",
+            {"query": selector._vector_literal(query)},
+        )
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        cursor.execute("RESET enable_seqscan; RESET enable_bitmapscan")
+    return plan
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rebuild_vector_index_moves_to_the_configured_storage_while_searches_go_on(settings):
+    """A library indexed as `vector` m 16 is rebuilt as halfvec m 32: every search during the
+    rebuild answers, the statement follows the index it finds, and the ranking is kept."""
+    import threading
+
+    from django.core.management import call_command
+    from django.db import connections
+
+    from gallery.search.request import SearchRequest
+    from gallery.search.selector import search_images
+
+    settings.MODEL_REFRESH_SECONDS = 1
+    settings.SEARCH_EXACT_MAX_ROWS = 0
+    model = registry.active_model()
+    vectors = unit_vectors(400, seed=3)
+    for index, vector in enumerate(vectors):
+        make_image(index, vector)
+    with connection.cursor() as cursor:  # the index an older release built
+        cursor.execute(f"DROP INDEX {model.index_name}")
+        cursor.execute(registry.vector_index_sql(model, storage="vector", m=16))
+        cursor.execute("ANALYZE gallery_embedding")
+    settings.SEARCH_INDEX_STORAGE = "vector"
+    query = unit_vectors(1, seed=4)[0]
+    before = [hit.image.pk for hit in search_images(SearchRequest(image_vector=query)).hits]
+    assert model.index_name in search_plan(model, query)
+    assert "::vector(512)" in search_plan(model, query)
+
+    settings.SEARCH_INDEX_STORAGE = "halfvec"
+    answered, failures, done = [], [], threading.Event()
+
+    def search_until_done():
+        try:
+            while not done.is_set():
+                results = search_images(SearchRequest(image_vector=query))
+                answered.append([hit.image.pk for hit in results.hits])
+        except Exception as error:  # noqa: BLE001 - the test reports any failure
+            failures.append(error)
+        finally:
+            connections.close_all()
+
+    searcher = threading.Thread(target=search_until_done)
+    searcher.start()
+    try:
+        call_command("rebuild_vector_index")
+    finally:
+        done.set()
+        searcher.join(timeout=60)
+    assert not failures
+    assert len(answered) > 1
+    registry.forget_cached_models()
+    plan = search_plan(model, query)
+    assert model.index_name in plan and "::halfvec(512)" in plan
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", [model.index_name])
+        (definition,) = cursor.fetchone()
+        cursor.execute(
+            "SELECT count(*) FROM pg_indexes WHERE indexname = %s",
+            [registry.rebuilt_index_name(model)],
+        )
+        assert cursor.fetchone()[0] == 0
+    assert "halfvec_cosine_ops" in definition and "m='32'" in definition
+    after = [hit.image.pk for hit in search_images(SearchRequest(image_vector=query)).hits]
+    assert after == before
 
 
 @pytest.mark.django_db

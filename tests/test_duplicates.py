@@ -1,15 +1,16 @@
 """Near-duplicates: copies of one picture fold into one search result ("+N similar") unless
 asked to show them, the APIs list the folded ids, and staff find every group across the
-library and keep one copy of each."""
+library (a scan that runs as a job) and keep one copy of each."""
 
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from django.urls import reverse
 
 from gallery.indexing import encoding
-from gallery.library import duplicates
+from gallery.library import duplicates, perceptual_hash
 from gallery.library.ingest import ingest_image
 from gallery.models import Embedding, Image
 from gallery.offline.near_duplicates import encoded, photo_like, variant
@@ -80,13 +81,66 @@ def test_the_groups_found_are_exactly_the_originals_with_their_copies(copies):
         assert pixels[0] == max(pixels)
 
 
+def test_copies_outside_each_others_nearest_neighbours_are_found_by_their_hash_bands(
+    copies, settings
+):
+    groups, alone = copies
+    # One neighbour each: with random weights an image's nearest vector is rarely its copy's,
+    # so the index alone leaves most copies out; the hash bands propose them.
+    settings.NEAR_DUPLICATE_NEIGHBOURS = 1
+    scan = duplicates.find_duplicate_groups()
+    assert {frozenset(group.ids) for group in scan.groups} == {frozenset(g) for g in groups}
+    assert scan.hash_pairs >= sum(len(g) - 1 for g in groups)
+
+
+def test_images_stored_before_the_hash_column_get_theirs_from_the_thumbnail(copies):
+    groups, _ = copies
+    stored = dict(Image.objects.values_list("pk", "phash"))
+    assert None not in stored.values()  # ingest stores it
+    Image.objects.update(phash=None)
+    scan = duplicates.find_duplicate_groups()
+    assert scan.hashes_filled == len(stored)
+    assert dict(Image.objects.values_list("pk", "phash")) == stored  # the same hash, from the file
+    assert {frozenset(group.ids) for group in scan.groups} == {frozenset(g) for g in groups}
+
+
+def test_hash_bands_propose_every_pair_within_the_distance_and_nothing_farther():
+    rng = np.random.default_rng(7)
+
+    def flipped(value: int, bits) -> int:
+        for bit in bits:
+            value ^= 1 << int(bit)
+        return perceptual_hash.as_stored(value & ((1 << 64) - 1))
+
+    hashes, close, far = {}, set(), set()
+    for group in range(50):
+        base = int(rng.integers(0, 2**63)) * 2 + int(rng.integers(0, 2))
+        hashes[group * 10] = perceptual_hash.as_stored(base)
+        hashes[group * 10 + 1] = flipped(base, rng.choice(64, size=12, replace=False))
+        hashes[group * 10 + 2] = flipped(base, rng.choice(64, size=20, replace=False))
+        close.add((group * 10, group * 10 + 1))
+        far.add((group * 10, group * 10 + 2))
+    # 13 bands for a distance of 12: two hashes within it agree on a whole band (pigeonhole).
+    found, skipped = duplicates.hash_candidate_pairs(hashes, max_distance=12, bands=13)
+    assert close <= found
+    assert not far & found
+    assert all(perceptual_hash.distance(hashes[a], hashes[b]) <= 12 for a, b in found)
+    assert skipped == 0
+    # Buckets over the cap are skipped and counted, not compared pair by pair.
+    same = {pk: perceptual_hash.as_stored(12345) for pk in range(30)}
+    found, skipped = duplicates.hash_candidate_pairs(same, max_distance=0, bands=4, bucket_cap=20)
+    assert (found, skipped) == (set(), 4)
+    found, skipped = duplicates.hash_candidate_pairs(same, max_distance=0, bands=4)
+    assert len(found) == 30 * 29 // 2 and skipped == 0
+
+
 def test_the_candidate_pairs_come_from_the_index_not_all_pairs(copies):
     from django.db import connection
 
     from gallery.indexing import registry
 
     model = registry.active_model()
-    sql = duplicates.NEIGHBOUR_PAIRS_SQL.format(d=model.dimensions, model=model.pk)
+    sql = duplicates.neighbour_pairs_sql(model)
     with connection.cursor() as cursor:
         # As the planner costs a large library (16 rows are cheaper to sort than to look up).
         for setting in ("enable_seqscan", "enable_bitmapscan", "enable_sort"):
@@ -164,8 +218,54 @@ def test_the_apis_list_the_ids_each_hit_folded_or_show_every_hit(client, people,
 # -- the staff page --------------------------------------------------------------------------
 
 
+def test_scan_again_queues_one_job_whose_groups_the_page_then_shows(
+    client, people, copies, queue, run_burst_worker
+):
+    groups, _ = copies
+    client.force_login(people["staff"])
+    page = client.get(reverse("duplicates")).content.decode()
+    assert 'id="no-scan"' in page and 'class="duplicate-group"' not in page  # no scan in a request
+    assert client.post(reverse("duplicates_scan")).status_code == 302
+    client.post(reverse("duplicates_scan"))  # pressed twice: still one job
+    assert queue.job_ids == [duplicates.SCAN_JOB_ID]
+    page = client.get(reverse("duplicates")).content.decode()
+    assert 'id="scan-running"' in page and "Scanning" in page
+    assert 'id="rescan"' not in page
+    run_burst_worker()
+    page = client.get(reverse("duplicates")).content.decode()
+    assert 'id="scan-running"' not in page
+    assert page.count('class="duplicate-group"') == len(groups)
+    assert 'id="scan-age"' in page and "Scan again" in page
+    shown = [
+        set(map(int, re.findall(r'data-image-id="(\d+)"', section)))
+        for section in page.split('class="duplicate-group"')[1:]
+    ]
+    assert {frozenset(ids) for ids in shown} == {frozenset(g) for g in groups}
+
+
+def test_the_page_shows_the_last_scan_not_the_library_of_now(client, people, copies, media_root):
+    groups, _ = copies
+    duplicates.scan_and_store_duplicates()
+    original = photo_like(1003)
+    added = [
+        ingest_image(data=encoded(picture), filename=name, enqueue=False).image.pk
+        for name, picture in (
+            ("later.jpg", original),
+            ("later-jpeg40.jpg", variant(original, "jpeg40")),
+        )
+    ]
+    encoding.encode_images(added)
+    client.force_login(people["staff"])
+    page = client.get(reverse("duplicates")).content.decode()
+    assert page.count('class="duplicate-group"') == len(groups)  # until scanned again
+    duplicates.scan_and_store_duplicates()
+    page = client.get(reverse("duplicates")).content.decode()
+    assert page.count('class="duplicate-group"') == len(groups) + 1
+
+
 def test_staff_see_every_group_with_keep_buttons(client, people, copies):
     groups, _ = copies
+    duplicates.scan_and_store_duplicates()
     client.force_login(people["staff"])
     page = client.get(reverse("duplicates"))
     assert page.status_code == 200
@@ -185,6 +285,7 @@ def test_keep_this_one_deletes_the_others_with_their_files_and_keeps_the_chosen(
     other_files = [path for image in others for path in files_of(image)]
     kept_files = files_of(Image.objects.get(pk=keep))
     assert all(path.exists() for path in other_files)
+    duplicates.scan_and_store_duplicates()
     client.force_login(people["staff"])
     answer = client.post(reverse("duplicates_keep"), {"keep": keep, "images": group})
     assert answer.status_code == 302
@@ -193,7 +294,7 @@ def test_keep_this_one_deletes_the_others_with_their_files_and_keeps_the_chosen(
     assert not any(path.exists() for path in other_files)
     assert all(path.exists() for path in kept_files)
     assert Image.objects.filter(pk__in=alone).count() == len(alone)
-    # The group is gone from the page; the others stay.
+    # The group is gone from the page (the last scan, less the deleted images); the others stay.
     page = client.get(reverse("duplicates")).content.decode()
     assert page.count('class="duplicate-group"') == len(groups) - 1
 
@@ -216,6 +317,7 @@ def test_people_who_are_not_staff_get_403_on_the_page_and_the_action(client, peo
     group = sorted(groups[0])
     client.force_login(people["member"])
     assert client.get(reverse("duplicates")).status_code == 403
+    assert client.post(reverse("duplicates_scan")).status_code == 403
     answer = client.post(reverse("duplicates_keep"), {"keep": group[0], "images": group})
     assert answer.status_code == 403
     assert Image.objects.filter(pk__in=group).count() == len(group)

@@ -219,6 +219,25 @@ def test_an_image_without_a_vector_cannot_be_marked(client, member, indexed_imag
     assert page.status_code == 400 and "not indexed yet" in page.content.decode()
 
 
+@pytest.mark.parametrize("parameter", ["more", "less"])
+def test_a_keyword_search_refuses_marks_naming_them_instead_of_ignoring_them(
+    client, member, indexed_images, parameter
+):
+    marked = {"q": "photo", "mode": "keyword", parameter: str(indexed_images[0].pk)}
+    for url_name in ("api_search", "api_v1:search"):
+        response = client.get(reverse(url_name), marked)
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert error["parameter"] == parameter
+        assert "keyword search" in error["message"] and "mode=hybrid" in error["message"]
+    page = client.get(reverse("search"), marked)
+    assert page.status_code == 400
+    assert "keyword search does not use" in page.content.decode()
+    # Without marks the same keyword search answers.
+    del marked[parameter]
+    assert client.get(reverse("api_search"), marked).status_code == 200
+
+
 # -- in a browser --------------------------------------------------------------------------
 
 

@@ -105,3 +105,30 @@ def test_maintenance_work_mem_is_only_changed_when_asked(tmp_path):
     assert run_cli(*show, env=asked).stdout.split()[-1] == "2GB"
     # A later command that was not asked must not undo it (it would slow index builds).
     assert run_cli(*show, env=env).stdout.split()[-1] == "2GB"
+
+
+def test_replica_urls_become_read_only_aliases_that_connect_per_request():
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from searchsite import settings as s; "
+            "print([(a, s.DATABASES[a]['HOST'], s.DATABASES[a]['CONN_MAX_AGE'], "
+            "s.DATABASES[a]['OPTIONS']['connect_timeout'], s.DATABASES[a]['TEST']) "
+            "for a in s.DATABASE_REPLICAS], s.DATABASE_ROUTERS)",
+        ],
+        env=clean_child_environment(
+            DATABASE_URL="postgres://u@localhost/x",
+            REDIS_URL="redis://localhost:1/0",
+            SECRET_KEY="x",
+            DATABASE_REPLICA_URLS="postgres://u@r1:5432/x, postgres://u@r2:5432/x",
+        ),
+        capture_output=True,
+        text=True,
+        cwd=PROJECT,
+        check=True,
+    )
+    assert shown.stdout.strip() == (
+        "[('replica1', 'r1', 0, 3, {'MIRROR': 'default'}), "
+        "('replica2', 'r2', 0, 3, {'MIRROR': 'default'})] ['gallery.replicas.ReplicaRouter']"
+    )

@@ -130,6 +130,19 @@ def enqueue_once(
     # Another process queued it between our delete and enqueue: that job is live.
 
 
+def job_is_live(queue, job_id: str) -> bool:
+    """Whether the job with this id waits, is scheduled for a retry, or runs on a live worker
+    (the job `enqueue_once` would not queue again)."""
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job
+
+    try:
+        job = Job.fetch(job_id, connection=queue.connection)
+    except NoSuchJobError:
+        return False
+    return _job_is_live(job, queue)
+
+
 def _job_is_live(job, queue, workers: dict | None = None) -> bool:
     from rq.job import JobStatus
     from rq.registry import ScheduledJobRegistry

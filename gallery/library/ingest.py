@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from gallery import previews
 from gallery.indexing import queueing
+from gallery.library import perceptual_hash
 from gallery.library.tags import tags_named
 from gallery.library.validation import (
     ACCEPTED_FORMATS,
@@ -111,6 +112,7 @@ def _store_new_image(
                 uploaded_by=uploaded_by,
                 taken_at=validated.taken_at or now,
                 taken_on=validated.taken_on or timezone.localtime(now).date(),
+                phash=perceptual_hash.hash_of_thumbnail(validated.thumbnail),
             )
             image.tags.set(tags_named(tag_names))
             if enqueue:

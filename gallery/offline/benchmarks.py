@@ -202,8 +202,6 @@ def format_table(headers: list[str], rows: list[list]) -> str:
 
 # -- search ----------------------------------------------------------------------------------
 
-HALFVEC_INDEX = "bench_embedding_hnsw_halfvec"
-
 
 def clustered_unit_vectors(
     count: int, seed: int, clusters: int = 100, dimensions: int = 512
@@ -326,30 +324,98 @@ def measure_search(
     }
 
 
-def measure_halfvec(queries, expected, ef: int, model) -> dict:
-    """The same top-10 query against a halfvec expression index (not the product path)."""
-    from django.db import connection, transaction
+def measure_bare_statement(queries, expected, ef: int, model) -> dict:
+    """The smallest statement the index answers (ids of the top 10, nothing else), with the
+    settings made once per session: what the product statement's extra work is measured
+    against (statement overhead, README)."""
+    from django.db import connection
 
+    from gallery.indexing import registry
+
+    storage = registry.index_storage(model)
+    distance = (
+        f"{registry.vector_expression(model, storage)} <=> %s::{storage}({int(model.dimensions)})"
+    )
+    sql = (
+        f"SELECT e.image_id FROM gallery_embedding e WHERE e.model_id = {int(model.pk)} "
+        f"ORDER BY {distance} LIMIT 10"
+    )
     recalls, latencies = [], []
-    dimensions = int(model.dimensions)
-    for query, truth in zip(queries, expected, strict=True):
-        literal = "[" + ",".join(f"{v:.7g}" for v in query.tolist()) + "]"
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(ef)])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('hnsw.ef_search', %s, false)", [str(ef)])
+        for query, truth in zip(queries, expected, strict=True):
+            literal = "[" + ",".join(f"{v:.7g}" for v in query.tolist()) + "]"
             started = time.perf_counter()
-            cursor.execute(
-                f"SELECT image_id FROM gallery_embedding WHERE model_id = {int(model.pk)} "
-                f"ORDER BY vector::halfvec({dimensions}) <=> %s::halfvec({dimensions}) LIMIT 10",
-                [literal],
-            )
+            cursor.execute(sql, [literal])
             found = [row[0] for row in cursor.fetchall()]
             latencies.append((time.perf_counter() - started) * 1000)
-        recalls.append(len(set(found) & set(truth)) / len(truth))
+            recalls.append(len(set(found) & set(truth)) / len(truth))
+        cursor.execute("RESET hnsw.ef_search")
     return {
         "recall_at_10": round(float(np.mean(recalls)), 4),
         "p50_ms": percentile(latencies, 50),
         "p95_ms": percentile(latencies, 95),
     }
+
+
+def measure_faiss(
+    vectors, queries, truth_positions, *, m: int, ef_construction: int, ef_values, progress
+) -> dict:
+    """The same vectors and queries through FAISS (the in-memory library rclip-like tools
+    use): HNSW with the same m / ef_construction, built on every core and searched one query
+    at a time on one thread, and an exact inner-product scan."""
+    import os
+
+    import faiss
+
+    dimensions = vectors.shape[1]
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    index = faiss.IndexHNSWFlat(dimensions, m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = ef_construction
+    progress(f"FAISS: building HNSW (m {m}, ef_construction {ef_construction})...")
+    started = time.perf_counter()
+    index.add(vectors)
+    figures = {"build_seconds": round(time.perf_counter() - started, 1), "ef_search": []}
+    faiss.omp_set_num_threads(1)
+
+    def timed(search_index, query_rows, truths):
+        recalls, latencies = [], []
+        for query, truth in zip(query_rows, truths, strict=True):
+            started = time.perf_counter()
+            _, found = search_index.search(query[None, :], 10)
+            latencies.append((time.perf_counter() - started) * 1000)
+            recalls.append(len(set(found[0].tolist()) & set(truth)) / len(truth))
+        return {
+            "recall_at_10": round(float(np.mean(recalls)), 4),
+            "p50_ms": percentile(latencies, 50),
+            "p95_ms": percentile(latencies, 95),
+        }
+
+    for ef in ef_values:
+        index.hnsw.efSearch = ef
+        figures["ef_search"].append({"ef_search": ef, **timed(index, queries, truth_positions)})
+    del index
+    progress("FAISS: exact scan...")
+    exact = faiss.IndexFlatIP(dimensions)
+    exact.add(vectors)
+    figures["exact_scan"] = timed(exact, queries[:20], truth_positions[:20])
+    return figures
+
+
+def ratios_to_faiss(product_rows: list[dict], faiss_figures: dict) -> list[dict]:
+    """Per ef_search: the product statement's recall minus FAISS's and its latency ratio."""
+    by_ef = {row["ef_search"]: row for row in faiss_figures["ef_search"]}
+    return [
+        {
+            "ef_search": row["ef_search"],
+            "recall_difference": round(
+                row["recall_at_10"] - by_ef[row["ef_search"]]["recall_at_10"], 4
+            ),
+            "p50_ratio": round(row["p50_ms"] / max(by_ef[row["ef_search"]]["p50_ms"], 1e-3), 1),
+        }
+        for row in product_rows
+        if row["ef_search"] in by_ef
+    ]
 
 
 def free_port() -> int:
@@ -432,7 +498,10 @@ def run_search_benchmark(
     model: str,
     m: int,
     ef_construction: int,
+    storage: str,
     http: bool,
+    other_storage: bool = True,
+    faiss: bool = True,
     second_model: str = "",
     progress=print,
 ) -> dict:
@@ -441,14 +510,20 @@ def run_search_benchmark(
     Both models' vectors share gallery_embedding, as during a model switch, so the second
     row also shows that each model's partial index serves its own vectors only.
     """
-    from django.conf import settings
     from django.db import connection
 
     from gallery.indexing import registry
 
-    figures = {"count": count, "m": m, "ef_construction": ef_construction}
-    overrides = dict(CLIP_MODEL=model, CLIP_PRETRAINED=encoder.RANDOM_WEIGHTS, CLIP_WEIGHTS_FILE="")
+    other = next(kind for kind in registry.INDEX_OPERATOR_CLASSES if kind != storage)
+    figures = {"count": count, "m": m, "ef_construction": ef_construction, "storage": storage}
+    overrides = dict(
+        CLIP_MODEL=model,
+        CLIP_PRETRAINED=encoder.RANDOM_WEIGHTS,
+        CLIP_WEIGHTS_FILE="",
+        SEARCH_INDEX_STORAGE=storage,
+    )
     with override_settings(**overrides), sandbox.isolated_library("benchsearch") as library:
+        registry.forget_index_storages()
         active = registry.active_model()
         figures["model"] = active.model_id
         figures["dimensions"] = active.dimensions
@@ -461,31 +536,28 @@ def run_search_benchmark(
         figures["load_seconds"] = round(time.perf_counter() - started, 1)
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE")
-        progress("Building the HNSW index (vector)...")
-        figures["vector_index"] = _build_model_index(active, m, ef_construction)
-        progress("Building the HNSW index (halfvec)...")
-        figures["halfvec_index"] = build_index(
-            f"CREATE INDEX {HALFVEC_INDEX} ON gallery_embedding USING hnsw "
-            f"((vector::halfvec({active.dimensions})) halfvec_cosine_ops) "
-            f"WITH (m = {m}, ef_construction = {ef_construction}) "
-            f"WHERE model_id = {active.pk}",
-            HALFVEC_INDEX,
+        progress(
+            f"Building the HNSW index ({storage}, m {m}, ef_construction {ef_construction})..."
         )
+        figures["index"] = _build_model_index(active, m, ef_construction, storage=storage)
+        registry.forget_index_storages()
         queries = clustered_unit_vectors(query_count, seed=2, dimensions=active.dimensions)
         scores = queries @ vectors.T
-        truth = [list(ids[np.argsort(-row)[:10]]) for row in scores]
+        truth_positions = [list(np.argsort(-row)[:10]) for row in scores]
+        truth = [list(ids[positions]) for positions in truth_positions]
+        shipped = registry.ef_search_for(count)
+        ef_values = sorted({*ef_values, shipped})
         progress("Measuring recall and latency per ef_search...")
         figures["ef_search"] = [
             {"ef_search": ef, **measure_search(queries, truth, ef=ef)} for ef in ef_values
         ]
         figures["exact_scan"] = measure_search(queries[:10], truth[:10], ef=None, exact=True)
-        shipped = settings.SEARCH_EF_SEARCH
-        figures["halfvec"] = {
+        figures["shipped_ef_search"] = shipped
+        figures["statement"] = {
             "ef_search": shipped,
-            **measure_halfvec(queries, truth, shipped, active),
+            "bare": measure_bare_statement(queries, truth, shipped, active),
+            "product": measure_search(queries, truth, ef=shipped),
         }
-        with connection.cursor() as cursor:
-            cursor.execute(f"DROP INDEX {HALFVEC_INDEX}")
         figures["filtered"] = []
         for tag, every in (("one-percent", 100), ("ten-percent", 10)):
             mask = np.array([int(f"{n:064x}"[-8:], 16) % every == 0 for n in range(count)])
@@ -503,6 +575,41 @@ def run_search_benchmark(
                     ),
                 }
             )
+        if other_storage:
+            progress(f"Building the same index as {other}, measured beside it...")
+            figures["other_storage"] = {
+                "storage": other,
+                "index": _build_model_index(
+                    active,
+                    m,
+                    ef_construction,
+                    storage=other,
+                    name=registry.rebuilt_index_name(active),
+                ),
+                "ef_search": shipped,
+            }
+            with override_settings(SEARCH_INDEX_STORAGE=other):
+                registry.forget_index_storages()
+                figures["other_storage"].update(measure_search(queries, truth, ef=shipped))
+            registry.forget_index_storages()
+            with connection.cursor() as cursor:
+                cursor.execute(f"DROP INDEX {registry.rebuilt_index_name(active)}")
+        if faiss:
+            figures["faiss"] = measure_faiss(
+                vectors,
+                queries,
+                truth_positions,
+                m=m,
+                ef_construction=ef_construction,
+                ef_values=ef_values,
+                progress=progress,
+            )
+            figures["faiss_ratios"] = ratios_to_faiss(figures["ef_search"], figures["faiss"])
+            figures["statement"]["faiss_p50_ms"] = next(
+                row["p50_ms"]
+                for row in figures["faiss"]["ef_search"]
+                if row["ef_search"] == shipped
+            )
         if http:
             progress("Measuring end-to-end HTTP latency under gunicorn...")
             figures["http"] = measure_http(library, model)
@@ -510,16 +617,20 @@ def run_search_benchmark(
             figures["second_model"] = _second_model_figures(
                 second_model, count, query_count, shipped, m, ef_construction, progress
             )
-        figures["shipped_ef_search"] = shipped
+    registry.forget_index_storages()
     return figures
 
 
-def _build_model_index(model, m: int, ef_construction: int) -> dict:
+def _build_model_index(
+    model, m: int, ef_construction: int, *, storage: str | None = None, name: str | None = None
+) -> dict:
     """The product's partial index for this model (registry SQL), with the given parameters."""
     from gallery.indexing import registry
 
-    sql = registry.vector_index_sql(model, m=m, ef_construction=ef_construction)
-    return build_index(sql, model.index_name)
+    sql = registry.vector_index_sql(
+        model, m=m, ef_construction=ef_construction, storage=storage, name=name
+    )
+    return build_index(sql, name or model.index_name)
 
 
 def _second_model_figures(

@@ -9,15 +9,18 @@ ranking and the keyword ranking by reciprocal rank fusion (Cormack et al. 2009):
 
     fused score = 1 / (RRF_K + semantic rank) + 1 / (RRF_K + keyword rank)
 
-with a missing rank adding nothing, both rankings under the same filters, in one statement.
+with a missing rank adding nothing, both rankings under the same filters and read to one
+fixed depth (SEARCH_HYBRID_DEPTH), so that every page is a slice of one fused ranking. The
+semantic ranking's rows come from selector.py (the same blocks a semantic search pages
+through); the keyword ranking and the fusion are one statement.
 """
 
 import re
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connection
 
+from gallery.replicas import read_connection
 from gallery.search.query_syntax import QuerySyntaxError, parse_query
 from gallery.search.request import SearchError, SearchRequest
 
@@ -45,6 +48,16 @@ def search_mode(request: SearchRequest) -> str:
                 "A keyword search matches words only; use mode=hybrid or semantic with a "
                 "query image.",
             )
+        for parameter, marked in (("more", request.more_ids), ("less", request.less_ids)):
+            if marked:
+                # Feedback moves the query vector, which a keyword search has none of: said
+                # plainly rather than ignored, so marks never seem to do nothing.
+                raise SearchError(
+                    parameter,
+                    f"{parameter} (more like these / less like these) moves the query's "
+                    "vector, which a keyword search does not use; unmark the images, or use "
+                    "mode=hybrid or semantic.",
+                )
         if request.min_score is not None:
             raise SearchError(
                 "min_score",
@@ -135,18 +148,15 @@ keyword_ranked AS (
     ) matches
 )"""
 
+# The semantic ranking's first rows, as selector.py read them (best first, within the minimum
+# score): the same ranks as a semantic search's, so pages of both agree.
 SEMANTIC_RANKED = """
-semantic AS MATERIALIZED (
-    SELECT e.image_id AS id, {distance} AS distance
-    FROM {searchable}
-    WHERE {conditions}
-    ORDER BY distance
-    LIMIT %(pool)s
+semantic AS (
+    SELECT id, distance, rank AS semantic_rank
+    FROM unnest(%(semantic_ids)s::bigint[], %(semantic_distances)s::float8[])
+         WITH ORDINALITY AS s(id, distance, rank)
 ),
-semantic_ranked AS (
-    SELECT id, distance, row_number() OVER (ORDER BY distance + 0, id) AS semantic_rank
-    FROM semantic WHERE distance <= %(max_distance)s
-)"""
+semantic_ranked AS (SELECT id, distance, semantic_rank FROM semantic)"""
 
 # A keyword search has no vector side: the same statement, fusing with nothing.
 NO_SEMANTIC = """
@@ -163,8 +173,6 @@ fused AS MATERIALIZED (
            coalesce(1.0 / (%(rrf_k)s + s.semantic_rank), 0)
              + coalesce(1.0 / (%(rrf_k)s + k.keyword_rank), 0) AS fused_score
     FROM semantic_ranked s FULL JOIN keyword_ranked k ON k.id = s.id
-    ORDER BY fused_score DESC, id
-    LIMIT %(fused_pool)s
 ),
 totals AS (
     SELECT (SELECT count(*) FROM semantic) AS candidate_count,
@@ -197,8 +205,8 @@ def keyword_conditions(conditions: list[str]) -> str:
 
 
 def depth(wanted: int) -> int:
-    """How deep each ranking is read before fusing: at least SEARCH_HYBRID_DEPTH, so the
-    first pages fuse the same rankings whichever page is asked for."""
+    """How deep a keyword search reads its ranking: at least SEARCH_HYBRID_DEPTH, deeper for
+    a deeper page (the ranking is exact, so reading deeper only appends to it)."""
     return min(max(wanted, settings.SEARCH_HYBRID_DEPTH), settings.SEARCH_MAX_RESULTS)
 
 
@@ -206,15 +214,14 @@ def fused_statement(
     mode: str,
     query: KeywordQuery,
     *,
-    semantic: dict,
     filters: list[str],
     columns: str,
     order: str,
     page_order: str,
 ) -> tuple[str, dict]:
     """The statement of a `keyword` or `hybrid` search and its parameters (besides the
-    semantic side's, which selector.py supplies in `semantic`: distance, searchable,
-    conditions)."""
+    semantic ranking's rows, which selector.py supplies as `semantic_ids` and
+    `semantic_distances`, and `pool`, the keyword ranking's depth)."""
     if query:
         tsquery, params = query.sql()
         keyword_ranked = KEYWORD_RANKED.format(
@@ -227,7 +234,7 @@ def fused_statement(
             "keyword_ranked AS (SELECT NULL::bigint AS id, NULL::float4 AS keyword_score, "
             "NULL::bigint AS keyword_rank WHERE false)"
         )
-    semantic_ranked = SEMANTIC_RANKED.format(**semantic) if mode == "hybrid" else NO_SEMANTIC
+    semantic_ranked = SEMANTIC_RANKED if mode == "hybrid" else NO_SEMANTIC
     sql = FUSED_SQL.format(
         semantic_ranked=semantic_ranked.strip(),
         keyword_ranked=keyword_ranked.strip(),
@@ -247,7 +254,7 @@ def explain_no_match(query: KeywordQuery, filters, filter_names: dict) -> str:
     for name, condition, values in filters:
         conditions.append(condition.replace("e.image_id", "i.id"))
         params.update(values)
-        with connection.cursor() as cursor:
+        with read_connection.cursor() as cursor:
             cursor.execute(
                 f"SELECT count(*) FROM gallery_image i WHERE {' AND '.join(conditions)}", params
             )

@@ -6,13 +6,13 @@ Collapsing works within the page the search returned: paging stays exactly the s
 show fewer tiles than `page_size`, and a burst that straddles two pages shows one tile on
 each. The close pairs come from one SQL statement over the page's stored vectors (at most
 101 rows, so at most 5,050 cosine distances, computed in PostgreSQL); only those are checked by
-their perceptual hashes (cached by content in Redis).
+their perceptual hashes (stored with each image, `Image.phash`).
 """
 
 from django.conf import settings
-from django.db import connection
 
 from gallery.library.duplicates import confirmed_pairs
+from gallery.replicas import read_connection
 
 # The page's pairs at or above the threshold, each once (a < b), from the stored vectors in
 # the same cast as the model's index expression.
@@ -30,7 +30,7 @@ def close_pairs(image_ids: list[int], model, *, threshold: float) -> set[tuple[i
     cosine similarity `threshold` or more."""
     if len(image_ids) < 2 or threshold > 1:
         return set()  # above 1 no cosine reaches it: folding is off, no statement is run
-    with connection.cursor() as cursor:
+    with read_connection.cursor() as cursor:
         cursor.execute(
             CLOSE_PAIRS_SQL.format(d=int(model.dimensions)),
             {"model": model.pk, "ids": list(image_ids), "max_distance": 1 - threshold},

@@ -1,23 +1,29 @@
 """Reading the library: turning a query into one pgvector statement and explaining the result.
 
 The search page, the JSON API, the benchmarks and the evaluation command all call
-`search_images`. Vector order and every filter run in a single SQL statement:
+`search_images`. Vector order and every filter run in one SQL statement per block of the
+ranking (`_Ranking`; a page's rows usually lie in the first):
 
     WITH candidates AS MATERIALIZED (             -- HNSW (or exact) order + all filters
-        SELECT i.id, e.vector::vector(d) <=> q AS distance
-        FROM gallery_embedding e JOIN gallery_image i ON i.id = e.image_id
+        SELECT e.image_id AS id, e.vector::vector(d) <=> q AS distance
+        FROM gallery_embedding e [JOIN gallery_image i ON i.id = e.image_id]
         WHERE e.model_id = <active model> AND filters ORDER BY distance LIMIT n)
-    SELECT ... FROM candidates ... ORDER BY distance + 0  -- strict order restored
+    SELECT id, distance FROM candidates
+    WHERE (distance, id) > <the previous block's last>  -- pages continue, never repeat
+    ORDER BY distance + 0, id LIMIT <block size>        -- strict order restored
 
-Only the active model's vectors are searched, through that model's partial HNSW index.
-That is `mode=semantic`; `keyword` and `hybrid` searches (gallery/search/keyword.py) run one
-statement of their own, with the same filters and the same shape of answer.
+then the page's images are read by id. Only the active model's vectors are searched, through
+that model's partial HNSW index. That is `mode=semantic`; `keyword` and `hybrid` searches
+(gallery/search/keyword.py) fuse in one statement of their own, with the same filters and the
+same shape of answer.
 
 With `hnsw.iterative_scan = relaxed_order` the index keeps scanning until enough rows pass the
 filters (a 0.5 % filter returned 0.2 of 10 rows without it, 10 of 10 with it); the
 materialized CTE then restores strict order, as pgvector's documentation prescribes.
 """
 
+import hashlib
+import json
 import math
 import re
 import time
@@ -25,10 +31,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from django.conf import settings
-from django.db import connection, transaction
+from django.core.cache import cache
+from django.db import transaction
 
+from gallery.cache import cache_call
 from gallery.indexing import registry
 from gallery.models import EmbeddingModel, Image, Tag
+from gallery.replicas import read_connection
 from gallery.search import keyword
 from gallery.search.near_duplicates import collapse_near_duplicates
 from gallery.search.query_vectors import query_vector
@@ -77,6 +86,9 @@ class SearchResults:
     database_ms: float = 0.0
     mode: str = "semantic"  # the mode it ran in (see keyword.search_mode)
     keyword_matches: int = 0  # images the keyword ranking found (up to its depth)
+    # Sorted by date: how many results the date order covers, and which, in words.
+    sorted_among: int | None = None
+    sorted_note: str = ""
 
     @property
     def confident(self) -> bool:
@@ -224,10 +236,15 @@ def _vector_literal(vector: np.ndarray) -> str:
     return "[" + ",".join(f"{value:.7g}" for value in vector.tolist()) + "]"
 
 
-def _distance(model: EmbeddingModel) -> str:
-    """Cosine distance in the exact form of the model's index expression (see registry)."""
-    dimensions = int(model.dimensions)
-    return f"(e.vector::vector({dimensions})) <=> %(query)s::vector({dimensions})"
+def _distance(model: EmbeddingModel, *, exact: bool = False) -> str:
+    """Cosine distance in the exact form of the model's index expression (see registry).
+
+    A search that never uses the index (`exact`: a small library) reads the full-precision
+    vectors instead: a halfvec index's distances are good to about 1e-3, and near-ties
+    would otherwise come out in another order than the stored vectors say."""
+    storage = "vector" if exact else registry.index_storage(model)
+    expression = registry.vector_expression(model, storage)
+    return f"{expression} <=> %(query)s::{storage}({int(model.dimensions)})"
 
 
 def _page_order(order: str) -> str:
@@ -243,8 +260,16 @@ class _Totals:
     keyword_matches: int = 0
 
 
-def _run(sql: str, params: dict, *, exact: bool) -> tuple[list[Image], _Totals]:
-    with transaction.atomic(), connection.cursor() as cursor:
+def _run(sql: str, params: dict, *, exact: bool | None, as_images: bool = True) -> list:
+    """The statement's rows as images (or plain tuples), scanned exactly or through the
+    index (`exact`); `exact=None`: a statement without vector order, which needs neither."""
+    if exact is None:
+        if as_images:
+            return list(Image.objects.using(read_connection.alias).raw(sql, params))
+        with read_connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+    with transaction.atomic(using=read_connection.alias), read_connection.cursor() as cursor:
         # set_config(..., true) is SET LOCAL: it lasts until this transaction ends.
         if exact:
             # HNSW is only reachable through index scans; bitmap scans still serve filters.
@@ -254,12 +279,22 @@ def _run(sql: str, params: dict, *, exact: bool) -> tuple[list[Image], _Totals]:
                 "SELECT set_config('hnsw.ef_search', %s, true), "
                 "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
                 "set_config('hnsw.max_scan_tuples', %s, true)",
-                [str(settings.SEARCH_EF_SEARCH), str(settings.SEARCH_MAX_SCAN_TUPLES)],
+                [str(params["ef_search"]), str(settings.SEARCH_MAX_SCAN_TUPLES)],
             )
-        rows = list(Image.objects.raw(sql, params))
+        if as_images:
+            rows = list(Image.objects.raw(sql, params))
+        else:
+            # Hundreds of (id, distance) rows: tuples, not model instances (~10 us a row).
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
         # Reads only: rolling back ends the settings above here, even when the caller is
         # already inside a transaction (where releasing a savepoint would keep them).
-        transaction.set_rollback(True)
+        transaction.set_rollback(True, using=read_connection.alias)
+    return rows
+
+
+def _with_totals(rows: list[Image]) -> tuple[list[Image], _Totals]:
+    """A page statement's images and its totals (see SEARCH_SQL)."""
     first = rows[0]  # the totals' row is always there
     best = None if first.best_score is None else float(first.best_score)
     totals = _Totals(
@@ -320,58 +355,33 @@ def search_images(request: SearchRequest, *, exact: bool | None = None) -> Searc
     for _, condition, values in filters:
         conditions.append(condition)
         params.update(values)
-    # One more row than the page tells whether a next page exists; none past the depth limit.
-    wanted = offset + request.page_size + 1
-    # Sorting by date pages through a fixed pool of the most relevant hits.
-    pool = wanted if request.sort == "relevance" else settings.SEARCH_DATE_SORT_POOL
-    pool = min(pool, settings.SEARCH_MAX_RESULTS)
     params.update(
+        # The index's search width grows with the library (registry.ef_search_for).
+        ef_search=registry.ef_search_for(_searchable_count(model)),
         query=None if vector is None else _vector_literal(vector),
-        pool=pool,
-        limit=request.page_size + 1,
-        offset=offset,
-        max_distance=2.0 if request.min_score is None else 1 - request.min_score,
     )
+    if exact is None:
+        exact = mode != "keyword" and use_exact_scan(model)
     semantic = {
-        "distance": _distance(model),
+        "distance": _distance(model, exact=exact),
         "searchable": _searchable(filters),
         "conditions": " AND ".join(conditions),
     }
-    if mode == "semantic":
-        sql = SEARCH_SQL.format(
-            **semantic,
-            columns=RESULT_COLUMNS,
-            order=ORDERS[request.sort],
-            page_order=_page_order(ORDERS[request.sort]),
-        )
-    else:
-        # Both rankings are read to keyword.depth, so every page fuses the same rankings;
-        # the fused ranking keeps the pool.
-        params.update(pool=keyword.depth(pool), fused_pool=pool)
-        order = keyword.RELEVANCE_ORDER if request.sort == "relevance" else ORDERS[request.sort]
-        sql, fused_params = keyword.fused_statement(
-            mode,
-            words,
-            semantic=semantic,
-            filters=[condition for _, condition, _ in filters],
-            columns=RESULT_COLUMNS,
-            order=order,
-            page_order=_page_order(order),
-        )
-        params.update(fused_params)
-    if exact is None:
-        exact = mode != "keyword" and use_exact_scan(model)
+    ranking = _Ranking(model, semantic, conditions, filters, dict(params), exact=exact)
+    if mode == "hybrid":
+        # Hybrid reads the semantic ranking SEARCH_HYBRID_DEPTH deep on every page: one block.
+        ranking.block = max(ranking.block, settings.SEARCH_HYBRID_DEPTH)
+    window = _Window(
+        offset=offset,
+        limit=request.page_size + 1,  # one more row than the page tells whether there is a next
+        max_distance=2.0 if request.min_score is None else 1 - request.min_score,
+    )
     started = time.perf_counter()
-    rows, totals = _run(sql, params, exact=exact)
-    if (
-        not exact
-        and mode != "keyword"
-        and _index_scan_fell_short(totals, params["pool"], model, filters, conditions, params)
-    ):
-        # The index ran out of scan budget before finding enough rows that pass the filters:
-        # answer exactly instead of returning a short page.
-        exact = True
-        rows, totals = _run(sql, params, exact=True)
+    if mode != "semantic":
+        page = _fused_page(request, mode, words, ranking, params, window)
+    else:
+        page = _semantic_page(request, ranking, params, window)
+    rows, totals, sorted_among, sorted_note = page
     database_ms = (time.perf_counter() - started) * 1000
     threshold = settings.SEARCH_IMAGE_CONFIDENCE if has_image else settings.SEARCH_TEXT_CONFIDENCE
     results = SearchResults(
@@ -384,10 +394,12 @@ def search_images(request: SearchRequest, *, exact: bool | None = None) -> Searc
         has_next=len(rows) > request.page_size,
         best_score=totals.best_score if rows else None,
         confidence_threshold=threshold,
-        strategy="exact" if exact else "hnsw",
+        strategy=ranking.strategy,
         database_ms=database_ms,
         mode=mode,
         keyword_matches=totals.keyword_matches,
+        sorted_among=sorted_among,
+        sorted_note=sorted_note,
     )
     if request.collapse_duplicates:
         results.hits = collapse_near_duplicates(results.hits, model)
@@ -404,6 +416,270 @@ def search_images(request: SearchRequest, *, exact: bool | None = None) -> Searc
     return results
 
 
+# -- the pages: slices of one ranking ----------------------------------------------------------
+
+
+@dataclass
+class _Window:
+    """The rows a page needs: `limit` of them from `offset` on, within `max_distance`."""
+
+    offset: int
+    limit: int
+    max_distance: float
+
+
+# Images of ranked rows (id, distance), in `order`; the rows come as arrays, ranks by ordinality.
+RANKED_SQL = """
+SELECT {columns}, r.distance, 1 - r.distance AS score,
+       ARRAY(SELECT tag.name FROM gallery_tag tag
+             JOIN gallery_image_tags it ON it.tag_id = tag.id
+             WHERE it.image_id = i.id ORDER BY lower(tag.name)) AS tag_names
+FROM unnest(%(ids)s::bigint[], %(distances)s::float8[]) WITH ORDINALITY AS r(id, distance, rank)
+JOIN gallery_image i ON i.id = r.id
+ORDER BY {order}
+LIMIT %(limit)s OFFSET %(offset)s
+"""
+
+
+def _ranked_images(rows, params: dict, *, order: str, limit: int, offset: int) -> list[Image]:
+    sql = RANKED_SQL.format(columns=RESULT_COLUMNS, order=order)
+    ids, distances = [row[0] for row in rows], [row[1] for row in rows]
+    # No vector order here: no index settings, no transaction (one round trip).
+    return _run(
+        sql,
+        {**params, "ids": ids, "distances": distances, "limit": limit, "offset": offset},
+        exact=None,
+    )
+
+
+def _semantic_page(request: SearchRequest, ranking: "_Ranking", params: dict, window: _Window):
+    """A semantic page: its images, the totals, and how many results a date order covers
+    and which (None and "" by relevance)."""
+    if request.sort == "relevance":
+        ranked = ranking.first(window.offset + window.limit, max_distance=window.max_distance)
+        page = ranked[window.offset :]
+        rows = _ranked_images(page, params, order="r.rank", limit=window.limit, offset=0)
+        return rows, ranking.totals(len(ranked)), None, ""
+    if request.min_score is None:
+        # Newest first among a fixed number of the best matches (the page says how many):
+        # ordering the whole library by date would not be a search any more.
+        pool = min(settings.SEARCH_DATE_SORT_POOL, settings.SEARCH_MAX_RESULTS)
+        ranked = ranking.first(pool)
+        rows = _ranked_images(
+            ranked, params, order=ORDERS["date"], limit=window.limit, offset=window.offset
+        )
+        if len(ranked) < pool:
+            note = f"Newest first among all {len(ranked):,} results."
+        else:
+            note = (
+                f"Newest first among the {pool:,} best matches; set a minimum score to sort "
+                "every match by date."
+            )
+        return rows, ranking.totals(len(ranked)), len(ranked), note
+    # Every match at or above the minimum score, newest first: an exact filter on distance.
+    semantic = ranking.semantic
+    conditions = f"{semantic['conditions']} AND {semantic['distance']} <= %(max_distance)s"
+    sql = SEARCH_SQL.format(
+        **{**semantic, "conditions": conditions},
+        columns=RESULT_COLUMNS,
+        order=ORDERS["date"],
+        page_order=_page_order(ORDERS["date"]),
+    )
+    matching = {
+        **params,
+        "pool": None,  # LIMIT NULL: every match
+        "limit": window.limit,
+        "offset": window.offset,
+        "max_distance": window.max_distance,
+    }
+    ranking.read_exactly = True
+    rows, totals = _with_totals(_run(sql, matching, exact=True))
+    note = f"Newest first among all {totals.matches:,} results at or above the minimum score."
+    return rows, totals, totals.matches, note
+
+
+def _fused_page(
+    request: SearchRequest, mode: str, words, ranking: "_Ranking", params: dict, window: _Window
+):
+    """A keyword or hybrid page: what _semantic_page gives."""
+    if mode == "hybrid":
+        # Both rankings are read to one fixed depth, so every page is a slice of one fused
+        # ranking (reading deeper for deeper pages would fuse other rankings: repeats, gaps).
+        depth = min(settings.SEARCH_HYBRID_DEPTH, settings.SEARCH_MAX_RESULTS)
+        semantic_rows = ranking.first(depth, max_distance=window.max_distance)
+    elif request.sort == "relevance":
+        # The keyword ranking is exact: reading it deeper only appends to it.
+        depth, semantic_rows = keyword.depth(window.offset + window.limit), []
+    else:
+        depth = min(settings.SEARCH_DATE_SORT_POOL, settings.SEARCH_MAX_RESULTS)
+        semantic_rows = []
+    order = keyword.RELEVANCE_ORDER if request.sort == "relevance" else ORDERS["date"]
+    sql, fused_params = keyword.fused_statement(
+        mode,
+        words,
+        filters=[condition for _, condition, _ in ranking.filters],
+        columns=RESULT_COLUMNS,
+        order=order,
+        page_order=_page_order(order),
+    )
+    fused = {
+        **params,
+        **fused_params,
+        "pool": depth,
+        "semantic_ids": [row[0] for row in semantic_rows],
+        "semantic_distances": [row[1] for row in semantic_rows],
+        "limit": window.limit,
+        "offset": window.offset,
+    }
+    rows, totals = _with_totals(_run(sql, fused, exact=False))
+    if request.sort == "relevance":
+        return rows, totals, None, ""
+    if mode == "hybrid":
+        note = (
+            f"Newest first among the {totals.matches:,} best matches by meaning and by words "
+            f"(each ranking read {depth:,} deep)."
+        )
+    elif totals.keyword_matches < depth:
+        note = f"Newest first among all {totals.matches:,} results."
+    else:
+        note = f"Newest first among the {depth:,} best keyword matches."
+    return rows, totals, totals.matches, note
+
+
+# -- the semantic ranking, block by block ---------------------------------------------------
+
+# A block of the ranking: the index's first `pool` rows (relaxed order), sorted strictly;
+# the block is the first `size` of them after the previous block's last (distance, id). The
+# keyset is applied after the scan, not in it: a filter on the distance made the planner
+# leave the index for a sequential scan.
+BLOCK_SQL = """
+WITH candidates AS MATERIALIZED (
+    SELECT e.image_id AS id, {distance} AS distance
+    FROM {searchable}
+    WHERE {conditions}
+    ORDER BY distance
+    LIMIT %(pool)s
+)
+SELECT id, distance, (SELECT count(*) FROM candidates) AS found
+FROM candidates
+WHERE {after}
+ORDER BY distance + 0, id
+LIMIT %(size)s
+"""
+# Strictly after the previous block's last row: the keyset that continues the ranking.
+AFTER = "(distance, id) > (%(after_distance)s, %(after_id)s)"
+# How long the blocks after the first are kept for the pages that follow.
+RANKING_CACHE_SECONDS = 600
+
+
+@dataclass
+class _Ranking:
+    """The semantic ranking of one search, as (image id, distance) best first, read in
+    blocks as deep as a page needs.
+
+    Each block holds the best rows strictly after the previous block's last (distance, id),
+    so the pages cut from the ranking never repeat or skip a row, however deep. (Reading one
+    growing pool per page did: under relaxed iterative scan a longer scan can bring rows
+    closer than a shorter one returned, so page 2's pool sorted differently from page 1's.)
+    Block k keeps `block * 2**k` rows (`block` is ef_search; SEARCH_HYBRID_DEPTH at least in
+    hybrid mode). The first is one graph search of that width, sorted strictly; later blocks
+    are read `block` rows deeper than they keep so the relaxed order is sorted out before the
+    cut. A block the index cannot fill while more rows pass the
+    filters is read exactly, as is every block of a library scanned exactly; either way the
+    same block gives the same rows.
+
+    The first block is read afresh by every search, so an upload shows at once. The blocks
+    after it are kept in the cache for RANKING_CACHE_SECONDS, under the query, the filters
+    and the row they follow, so a deep page does not read the earlier blocks again; without
+    Redis they are read again and come out the same.
+    """
+
+    model: EmbeddingModel
+    semantic: dict  # the statement's parts: distance, searchable, conditions
+    conditions: list[str]
+    filters: list
+    params: dict  # the query vector, the filters' values and ef_search
+    exact: bool
+    rows: list[tuple[int, float]] = field(default_factory=list)
+    blocks: int = 0
+    ended: bool = False
+    read_exactly: bool = False
+    # The first block's size: one graph search of the index (ef_search) gives all of it.
+    block: int = 0
+
+    def __post_init__(self):
+        self.block = self.block or int(self.params["ef_search"])
+
+    @property
+    def strategy(self) -> str:
+        return "exact" if self.exact or self.read_exactly else "hnsw"
+
+    def first(self, count: int, *, max_distance: float = 2.0) -> list[tuple[int, float]]:
+        """The first `count` rows (at most SEARCH_MAX_RESULTS) within `max_distance`."""
+        count = min(count, settings.SEARCH_MAX_RESULTS)
+        while len(self.rows) < count and not self.ended:
+            if self.rows and self.rows[-1][1] > max_distance:
+                break  # every later row is farther still
+            self._read_block()
+        return [row for row in self.rows[:count] if row[1] <= max_distance]
+
+    def totals(self, matches: int) -> _Totals:
+        best = 1 - self.rows[0][1] if self.rows else None
+        return _Totals(candidates=len(self.rows), matches=matches, best_score=best)
+
+    def _read_block(self) -> None:
+        start = len(self.rows)
+        size = min(self.block << self.blocks, settings.SEARCH_MAX_RESULTS - start)
+        after = self.rows[-1] if self.rows else None
+        key = self._cache_key(after, size) if after else None
+        block = cache_call(cache.get, key) if key else None
+        if block is None:
+            block = self._scan(after, size, start)
+            if key:
+                cache_call(cache.set, key, block, RANKING_CACHE_SECONDS)
+        rows, exactly = block
+        self.rows += rows
+        self.blocks += 1
+        self.read_exactly = self.read_exactly or exactly
+        self.ended = len(rows) < size or len(self.rows) >= settings.SEARCH_MAX_RESULTS
+
+    def _scan(self, after, size: int, start: int) -> tuple[list[tuple[int, float]], bool]:
+        params = {**self.params, "size": size}
+        if after is not None:
+            params.update(after_id=after[0], after_distance=after[1])
+        sql = BLOCK_SQL.format(**self.semantic, after="true" if after is None else AFTER)
+        if not self.exact:
+            if after is None:
+                # The first block is one graph search as wide as the block, sorted strictly:
+                # nothing before it can be missed, so it needs no deeper read.
+                pool = size
+                params["ef_search"] = max(int(params["ef_search"]), size)
+            else:
+                # `block` rows deeper than the block needs, so the relaxed order is sorted out.
+                pool = start + size + self.block
+            rows = _run(sql, {**params, "pool": pool}, exact=False, as_images=False)
+            found = rows[0][2] if rows else 0
+            if len(rows) == size or not (
+                found >= pool
+                or _index_scan_fell_short(
+                    found, pool, self.model, self.filters, self.conditions, self.params
+                )
+            ):
+                return [(row[0], float(row[1])) for row in rows], False
+            # The block is short while more rows could follow: the scan ran out of budget
+            # before enough rows passed the filters, or returned too many rows the ranking
+            # has passed. Read exactly instead of ending the ranking early.
+        # Exactly: every row in order (LIMIT NULL), so rows the index missed before cannot
+        # fill the pool ahead of the ones after the keyset.
+        rows = _run(sql, {**params, "pool": None}, exact=True, as_images=False)
+        return [(row[0], float(row[1])) for row in rows], True
+
+    def _cache_key(self, after: tuple[int, float], size: int) -> str:
+        parts = [self.model.pk, self.semantic, self.params, self.exact, self.block, size, after]
+        digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
+        return f"search-ranking:{digest.hexdigest()}"
+
+
 def _hit(row, mode: str, *, rank: int | None) -> Hit:
     """A result row as a hit; `rank` is its place in a semantic search sorted by relevance."""
     if mode == "semantic":
@@ -418,24 +694,24 @@ def _hit(row, mode: str, *, rank: int | None) -> Hit:
     )
 
 
-def _index_scan_fell_short(totals: _Totals, pool: int, model, filters, conditions, params) -> bool:
+def _index_scan_fell_short(found: int, pool: int, model, filters, conditions, params) -> bool:
     """Whether an exact scan could find candidates the index scan did not (it ran out of scan
-    budget before `pool` rows passed the filters).
+    budget with `found` of the `pool` rows it was asked for).
 
-    Not when the results simply end before the pool is full (a page past the end, a small
-    library, a narrow filter): then every vector of the model was a candidate, or the rows
-    that pass the filters, counted only up to the pool, are no more than the candidates.
-    That count computes no distance; an exact scan computes one for every row that passes.
+    Not when the results simply end before the pool is full (a small library, a narrow
+    filter): then every vector of the model was a candidate, or the rows that pass the
+    filters, counted only up to the pool, are no more than the candidates. That count
+    computes no distance; an exact scan computes one for every row that passes.
     """
-    if totals.candidates >= pool or totals.candidates >= _searchable_count(model):
+    if found >= pool or found >= _searchable_count(model):
         return False
-    with connection.cursor() as cursor:
+    with read_connection.cursor() as cursor:
         cursor.execute(
             f"SELECT count(*) FROM (SELECT 1 FROM {_searchable(filters)} "
             f"WHERE {' AND '.join(conditions)} LIMIT %(pool)s) passing",
-            params,
+            {**params, "pool": pool},
         )
-        return cursor.fetchone()[0] > totals.candidates
+        return cursor.fetchone()[0] > found
 
 
 # -- explaining an empty page ----------------------------------------------------------------
@@ -466,9 +742,9 @@ def explain_empty(request: SearchRequest, filters, vector: np.ndarray, model) ->
         return f"There are no results on page {request.page}; the results end earlier."
     if request.min_score is not None:
         params = {**params, "query": _vector_literal(vector)}
-        with connection.cursor() as cursor:
+        with read_connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT 1 - min({_distance(model)}) FROM {SEARCHABLE} "
+                f"SELECT 1 - min({_distance(model, exact=True)}) FROM {SEARCHABLE} "
                 f"WHERE {' AND '.join(conditions)}",
                 params,
             )
@@ -481,7 +757,7 @@ def explain_empty(request: SearchRequest, filters, vector: np.ndarray, model) ->
 
 
 def _count(conditions: list[str], params: dict) -> int:
-    with connection.cursor() as cursor:
+    with read_connection.cursor() as cursor:
         cursor.execute(
             f"SELECT count(*) FROM {SEARCHABLE} WHERE {' AND '.join(conditions)}", params
         )

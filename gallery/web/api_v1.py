@@ -26,6 +26,7 @@ from gallery.library import ingest, lifecycle, permissions, selectors
 from gallery.library.tags import clean_tag_names, parse_tag_names
 from gallery.library.validation import RejectedImage
 from gallery.models import Image
+from gallery.replicas import reads_from_replica
 from gallery.web import access, views
 from gallery.web.forms import GalleryFilterForm, UploadForm
 
@@ -234,6 +235,11 @@ class SearchOut(Schema):
     previous: str | None
     image_token: str | None = Field(description="Keeps a posted query image for paging.")
     mode: Literal["semantic", "keyword", "hybrid"] = Field(description="The mode it ran in.")
+    sorted_among: int | None = Field(
+        description="Sorted by date: how many results the date order covers, all of them "
+        "with min_score, else the SEARCH_DATE_SORT_POOL best matches (hybrid: the fused "
+        "ranking). Null when sorted by relevance."
+    )
     best_score: float | None
     confident: bool
     confidence_threshold: float
@@ -428,6 +434,7 @@ def _upload_result_json(request, result: ingest.IngestResult) -> dict:
     url_name="images",
     summary="List images",
 )
+@reads_from_replica
 def list_images(request, filters: Query[ImageFilters]):
     """The gallery's listing, newest first, with its filters: indexing `status`, one `tag`
     and the days taken (`after`, `before`, inclusive)."""
@@ -465,6 +472,7 @@ def _list_query(request, page: int) -> str:
     url_name="image",
     summary="Get an image",
 )
+@reads_from_replica
 def get_image(request, image_id: int):
     """An image's metadata, tags, indexing status and addresses."""
     return _image_json(request, _image(image_id))

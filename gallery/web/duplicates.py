@@ -1,5 +1,5 @@
-"""The staff page of near-duplicates: groups found across the library, and "keep this one,
-delete the others" for each."""
+"""The staff page of near-duplicates: the last scan's groups (the scan runs as a job), "Scan
+again", and "keep this one, delete the others" for each group."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -19,8 +19,22 @@ def _staff_only(request) -> None:
 @login_required
 def duplicates_page(request):
     _staff_only(request)
-    scan = duplicates.latest_duplicate_groups(rescan=bool(request.GET.get("rescan")))
-    return render(request, "gallery/duplicates.html", {"scan": scan})
+    context = {
+        "scan": duplicates.last_duplicate_scan(),
+        "scanning": duplicates.duplicate_scan_running(),
+    }
+    return render(request, "gallery/duplicates.html", context)
+
+
+@login_required
+@require_POST
+def duplicates_scan(request):
+    _staff_only(request)
+    if duplicates.request_duplicate_scan():
+        messages.success(request, "Scan queued: this page shows its groups when it is done.")
+    else:
+        messages.error(request, "The job queue cannot be reached: no scan was queued.")
+    return redirect("duplicates")
 
 
 @login_required

@@ -13,6 +13,7 @@ urlpatterns = [
     path("upload/", views.upload, name="upload"),
     path("duplicates/", duplicates.duplicates_page, name="duplicates"),
     path("duplicates/keep/", duplicates.duplicates_keep, name="duplicates_keep"),
+    path("duplicates/scan/", duplicates.duplicates_scan, name="duplicates_scan"),
     path("api/search", views.api_search, name="api_search"),
     path("healthz", views.healthz, name="healthz"),
     path("account/", account.account, name="account"),

@@ -17,6 +17,7 @@ from django.views.static import serve
 from gallery.indexing import encoder, progress
 from gallery.library import ingest, lifecycle, permissions, selectors, validation
 from gallery.models import Image
+from gallery.replicas import reads_from_replica
 from gallery.search import query_vectors, selector
 from gallery.search.query_syntax import SYNTAX_HELP
 from gallery.search.request import SearchError
@@ -33,6 +34,7 @@ from gallery.web.limits import limit_search_rate
 GALLERY_PAGE_SIZE = 48
 
 
+@reads_from_replica
 def gallery(request):
     filters = GalleryFilterForm(request.GET)
     valid = filters.is_valid()  # invalid filters are left out and their errors shown
@@ -67,6 +69,7 @@ def _image_page(request, image: Image, *, edit_form=None, status: int = 200):
     return render(request, "gallery/image_detail.html", context, status=status)
 
 
+@reads_from_replica
 def image_detail(request, pk: int):
     image = get_object_or_404(Image.objects.prefetch_related("tags"), pk=pk)
     return _image_page(request, image)
@@ -306,6 +309,7 @@ def _duplicates_context(form: SearchForm, token: str, results, *, pageable: bool
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
 @limit_search_rate
+@reads_from_replica  # inside the limit: a retry on the primary is not counted twice
 def search_page(request):
     form = SearchForm(
         request.POST if request.method == "POST" else request.GET or None, request.FILES or None
@@ -367,6 +371,7 @@ def api_search(request):
 
 
 @limit_search_rate  # here, so both /api/search and /api/v1/search are counted
+@reads_from_replica
 def search_json_response(request, *, url_name: str) -> JsonResponse:
     """The JSON answer to a search sent as query parameters (GET) or form fields and an
     image file (POST); links to other pages point at the URL named `url_name`."""
@@ -396,6 +401,8 @@ def search_json_response(request, *, url_name: str) -> JsonResponse:
             else None,
             "image_token": token or None,
             "mode": results.mode,
+            # Sorted by date: how many results the date order covers (null by relevance).
+            "sorted_among": results.sorted_among,
             "best_score": results.best_score,
             "confident": results.confident,
             "confidence_threshold": results.confidence_threshold,

@@ -9,7 +9,8 @@ class Command(BaseCommand):
         "Make originals with near-duplicate variants (resized, JPEG quality 40, 5 % crop, "
         "brightness +/-15 %, 3 degree rotation) among distinct images, ingest and encode them "
         "in an isolated library, and report the precision and recall of the near-duplicate "
-        "groups per cosine threshold and pHash distance, and how long the scan takes."
+        "groups per cosine threshold, pHash distance, neighbours and hash bands, and how long "
+        "the scan takes (--scan-sizes: on synthetic libraries of those sizes)."
     )
 
     def add_arguments(self, parser):
@@ -31,10 +32,25 @@ class Command(BaseCommand):
         parser.add_argument(
             "--neighbours", default="10,25,50,100", help="k values to score the shipped rule at"
         )
+        parser.add_argument(
+            "--bands",
+            default="0,4,5,6,8",
+            help="numbers of pHash bands to score the rule at (0: the index's candidates alone)",
+        )
         parser.add_argument("--json", dest="json_path", help="write the figures to this file")
 
     def handle(
-        self, *args, n, model, source, thresholds, hash_distances, scan_sizes, neighbours, **options
+        self,
+        *args,
+        n,
+        model,
+        source,
+        thresholds,
+        hash_distances,
+        scan_sizes,
+        neighbours,
+        bands,
+        **options,
     ):
         figures = near_duplicates.run_duplicates_benchmark(
             count=n,
@@ -43,6 +59,7 @@ class Command(BaseCommand):
             thresholds=[float(value) for value in thresholds.split(",")],
             hash_distances=[int(value) for value in hash_distances.split(",")],
             neighbours=[int(value) for value in neighbours.split(",") if value],
+            bands=[int(value) for value in bands.split(",") if value],
             pretrained=options["pretrained"],
             weights_file=options["weights"],
             progress=self.stderr.write,
@@ -102,14 +119,26 @@ class Command(BaseCommand):
             self.stdout.write("")
             self.stdout.write(
                 benchmarks.format_table(
-                    ["neighbours k", "precision", "recall", "groups", "exact groups"],
+                    [
+                        "neighbours k",
+                        "hash bands",
+                        "precision",
+                        "recall",
+                        "groups",
+                        "exact groups",
+                        "hash pairs",
+                        "scan s",
+                    ],
                     [
                         [
                             row["neighbours"],
+                            row["bands"],
                             row["precision"],
                             row["recall"],
                             row["groups_found"],
                             row["groups_exact"],
+                            row["hash_pairs"],
+                            row["seconds"],
                         ]
                         for row in figures["neighbours"]
                     ],
@@ -120,11 +149,13 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Shipped (NEAR_DUPLICATE_SIMILARITY={settings.NEAR_DUPLICATE_SIMILARITY}, "
             f"NEAR_DUPLICATE_PHASH_DISTANCE={settings.NEAR_DUPLICATE_PHASH_DISTANCE}, "
-            f"k={shipped['neighbours']}): precision {shipped['precision']}, recall "
-            f"{shipped['recall']}, {shipped['groups_found']} groups "
-            f"({shipped['groups_exact']} exact) of {figures['true_groups']}; scan "
-            f"{figures['scan_seconds_cold']} s cold (pHashes computed), "
-            f"{figures['scan_seconds_warm']} s with pHashes cached"
+            f"k={shipped['neighbours']}, {shipped['bands']} hash bands): precision "
+            f"{shipped['precision']}, recall {shipped['recall']}, {shipped['groups_found']} "
+            f"groups ({shipped['groups_exact']} exact) of {figures['true_groups']}; "
+            f"{shipped['index_pairs']} pairs from the index, {shipped['hash_pairs']} from the "
+            f"hash bands, {shipped['confirmed_pairs']} confirmed; scan "
+            f"{figures['scan_seconds_cold']} s cold (pHashes read from the thumbnails), "
+            f"{figures['scan_seconds_warm']} s with pHashes stored"
         )
         figures["scan"] = near_duplicates.run_scan_timing(
             model=model,
@@ -135,13 +166,27 @@ class Command(BaseCommand):
             self.stdout.write("")
             self.stdout.write(
                 benchmarks.format_table(
-                    ["vectors", "index scan s", "ms per image", "pairs found", "planted"],
+                    [
+                        "images",
+                        "scan s",
+                        "hash side s",
+                        "index side s",
+                        "ms per image",
+                        "index pairs",
+                        "hash pairs",
+                        "confirmed",
+                        "planted",
+                    ],
                     [
                         [
-                            row["vectors"],
+                            row["images"],
                             row["seconds"],
+                            row["hash_side_seconds"],
+                            row["index_side_seconds"],
                             row["ms_per_image"],
-                            row["pairs"],
+                            row["index_pairs"],
+                            row["hash_pairs"],
+                            row["confirmed_pairs"],
                             row["planted_pairs"],
                         ]
                         for row in figures["scan"]
