@@ -11,15 +11,19 @@ from gallery.indexing import encoding, registry
 from gallery.indexing.worker import EncodingWorker
 from gallery.library.ingest import ingest_image
 from gallery.models import Embedding
+from gallery.search import selector
 from tests.images import distinct_images
 
 
 @pytest.fixture(autouse=True)
 def fresh_model_registry_cache():
-    """Each test reads the active model from its own database, not a previous test's."""
+    """Each test reads the active model (and its vector count) from its own database, not a
+    previous test's."""
     registry.forget_cached_models()
+    selector._vector_counts.clear()
     yield
     registry.forget_cached_models()
+    selector._vector_counts.clear()
 
 
 @pytest.fixture(autouse=True)

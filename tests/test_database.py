@@ -53,14 +53,16 @@ def search_plan(model, query) -> str:
 
     with connection.cursor() as cursor:
         # At 400 rows a sequential scan is cheaper: ask whether the index can answer at all.
-        cursor.execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+        cursor.execute(
+            "SET enable_seqscan = off; SET enable_bitmapscan = off; SET enable_sort = off"
+        )
         cursor.execute(
             f"EXPLAIN SELECT e.image_id FROM gallery_embedding e WHERE e.model_id = {model.pk} "
             f"ORDER BY {selector._distance(model)} LIMIT 10",
             {"query": selector._vector_literal(query)},
         )
         plan = "\n".join(row[0] for row in cursor.fetchall())
-        cursor.execute("RESET enable_seqscan; RESET enable_bitmapscan")
+        cursor.execute("RESET enable_seqscan; RESET enable_bitmapscan; RESET enable_sort")
     return plan
 
 

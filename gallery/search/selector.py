@@ -391,7 +391,9 @@ def search_images(request: SearchRequest, *, exact: bool | None = None) -> Searc
         ],
         page=request.page,
         page_size=request.page_size,
-        has_next=len(rows) > request.page_size,
+        # A fused ranking can hold more rows than SEARCH_MAX_RESULTS: results stop there.
+        has_next=len(rows) > request.page_size
+        and offset + request.page_size < settings.SEARCH_MAX_RESULTS,
         best_score=totals.best_score if rows else None,
         confidence_threshold=threshold,
         strategy=ranking.strategy,
@@ -568,6 +570,10 @@ LIMIT %(size)s
 """
 # Strictly after the previous block's last row: the keyset that continues the ranking.
 AFTER = "(distance, id) > (%(after_distance)s, %(after_id)s)"
+# The first block's rows: pages 1 and 2 at the default page size. Small, because a filtered
+# search scans the index until this many rows pass the filters (an ef_search-sized first
+# block cost a 10 % tag filter 167 ms at 1M vectors); one graph search fills it otherwise.
+FIRST_BLOCK = 50
 # How long the blocks after the first are kept for the pages that follow.
 RANKING_CACHE_SECONDS = 600
 
@@ -581,10 +587,10 @@ class _Ranking:
     so the pages cut from the ranking never repeat or skip a row, however deep. (Reading one
     growing pool per page did: under relaxed iterative scan a longer scan can bring rows
     closer than a shorter one returned, so page 2's pool sorted differently from page 1's.)
-    Block k keeps `block * 2**k` rows (`block` is ef_search; SEARCH_HYBRID_DEPTH at least in
-    hybrid mode). The first is one graph search of that width, sorted strictly; later blocks
-    are read `block` rows deeper than they keep so the relaxed order is sorted out before the
-    cut. A block the index cannot fill while more rows pass the
+    Block k keeps `block * 2**k` rows (`block` is FIRST_BLOCK; SEARCH_HYBRID_DEPTH in hybrid
+    mode). The first is the index's first rows (one graph search unless filters reject many),
+    sorted strictly; later blocks are read `block` rows deeper than they keep so the relaxed
+    order is sorted out before the cut. A block the index cannot fill while more rows pass the
     filters is read exactly, as is every block of a library scanned exactly; either way the
     same block gives the same rows.
 
@@ -604,11 +610,11 @@ class _Ranking:
     blocks: int = 0
     ended: bool = False
     read_exactly: bool = False
-    # The first block's size: one graph search of the index (ef_search) gives all of it.
+    # The first block's size (FIRST_BLOCK; SEARCH_HYBRID_DEPTH in hybrid mode).
     block: int = 0
 
     def __post_init__(self):
-        self.block = self.block or int(self.params["ef_search"])
+        self.block = self.block or FIRST_BLOCK
 
     @property
     def strategy(self) -> str:
@@ -669,9 +675,12 @@ class _Ranking:
             # The block is short while more rows could follow: the scan ran out of budget
             # before enough rows passed the filters, or returned too many rows the ranking
             # has passed. Read exactly instead of ending the ranking early.
-        # Exactly: every row in order (LIMIT NULL), so rows the index missed before cannot
-        # fill the pool ahead of the ones after the keyset.
-        rows = _run(sql, {**params, "pool": None}, exact=True, as_images=False)
+        # Exactly: the first block is the first `size` rows (a top-N sort: 65-100 ms at 100k
+        # instead of 220 ms for sorting every row); a later block reads every row in order
+        # (LIMIT NULL), so rows the index missed before cannot fill the pool ahead of the
+        # ones after the keyset.
+        pool = size if after is None else None
+        rows = _run(sql, {**params, "pool": pool}, exact=True, as_images=False)
         return [(row[0], float(row[1])) for row in rows], True
 
     def _cache_key(self, after: tuple[int, float], size: int) -> str:
