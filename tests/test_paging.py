@@ -164,7 +164,9 @@ def test_date_sort_with_a_minimum_score_orders_every_match(vectors, settings):
     assert f"all {len(matching):,} results" in pages[0].sorted_note
 
 
-def test_date_sort_without_a_minimum_score_says_how_many_best_matches_it_orders(vectors, settings):
+def test_date_sort_without_a_minimum_score_says_how_many_best_matches_it_orders(
+    vectors, settings, through_the_index
+):
     settings.SEARCH_DATE_SORT_POOL = 120
     query = random_unit_vectors(1, seed=35)[0]
     best = [pk for pk, _ in exact_ranking(query)[:120]]
