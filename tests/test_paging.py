@@ -10,9 +10,10 @@ from django.db import connection, transaction
 from django.urls import reverse
 
 from gallery.indexing import registry
-from gallery.models import Embedding, Image
+from gallery.models import Image
 from gallery.search.request import SearchRequest
 from gallery.search.selector import search_images
+from tests.vector_library import bulk_load_images
 
 COUNT = 3000  # past SEARCH_EXACT_MAX_ROWS (2,500): searches go through the HNSW index
 FIRST_DAY = datetime(2021, 1, 1, tzinfo=UTC)
@@ -36,24 +37,11 @@ def vectors(django_db_setup, django_db_blocker):
         # Building the index once over every vector is much faster than inserting into it.
         with connection.cursor() as cursor:
             cursor.execute(f"DROP INDEX IF EXISTS {model.index_name}")
-        images = Image.objects.bulk_create(
-            Image(
-                file=f"originals/{n:064x}.png",
-                thumbnail=f"thumbnails/{n:064x}.webp",
-                sha256=f"{n:064x}",
-                width=64,
-                height=64,
-                format="PNG",
-                byte_size=1,
-                caption=f"the harbour {n}" if n % CAPTIONED_EVERY == 0 else f"photo {n}",
-                taken_at=FIRST_DAY + timedelta(hours=(n * 7919) % COUNT),
-                status=Image.Status.INDEXED,
-            )
-            for n in range(COUNT)
-        )
-        Embedding.objects.bulk_create(
-            Embedding(image=image, model=model, vector=vector)
-            for image, vector in zip(images, vectors, strict=True)
+        bulk_load_images(
+            vectors,
+            model,
+            taken_at=lambda n: FIRST_DAY + timedelta(hours=(n * 7919) % COUNT),
+            caption=lambda n: f"the harbour {n}" if n % CAPTIONED_EVERY == 0 else f"photo {n}",
         )
         registry.create_vector_index(model)
         with connection.cursor() as cursor:

@@ -12,6 +12,7 @@ from gallery.search import query_vectors
 from gallery.search.request import SearchError, SearchRequest
 from gallery.search.selector import search_images
 from tests.conftest import active_encoder
+from tests.vector_library import bulk_load_images
 
 COUNT = 2000
 RARE_EVERY = 100  # 1 % of images carry the tag "rare"
@@ -46,23 +47,8 @@ def library(django_db_setup, django_db_blocker):
         registry.forget_cached_models()
         model = registry.active_model()
         rare, common = Tag.objects.create(name="rare"), Tag.objects.create(name="Common")
-        images = Image.objects.bulk_create(
-            Image(
-                file=f"originals/{n:064x}.png",
-                thumbnail=f"thumbnails/{n:064x}.webp",
-                sha256=f"{n:064x}",
-                width=64,
-                height=64,
-                format="PNG",
-                byte_size=1,
-                taken_at=FIRST_DAY + timedelta(days=n % 1500, minutes=n),
-                status=Image.Status.INDEXED,
-            )
-            for n in range(COUNT)
-        )
-        Embedding.objects.bulk_create(
-            Embedding(image=image, model=model, vector=vector)
-            for image, vector in zip(images, vectors, strict=True)
+        images = bulk_load_images(
+            vectors, model, taken_at=lambda n: FIRST_DAY + timedelta(days=n % 1500, minutes=n)
         )
         through = Image.tags.through
         through.objects.bulk_create(
@@ -123,6 +109,33 @@ def test_hnsw_results_match_exact_ranking(library):
         assert results.strategy == "hnsw" and len(results.hits) == 10
         recalls.append(recall(ids_of(results), library.exact(query, k=10)))
     assert np.mean(recalls) >= 0.95
+
+
+def test_a_first_page_through_the_index_is_one_statement_with_its_images(library):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    query = queries(1, seed=21)[0]
+    request = SearchRequest(image_vector=query, page_size=10)
+    search_images(request, exact=False)  # the counts and the index kept per process
+    with CaptureQueriesContext(connection) as captured:
+        results = search_images(request, exact=False)
+    # The index settings, the ranked block and the page's images and tags: one round trip.
+    assert len(captured.captured_queries) == 1, captured.captured_queries
+    assert "hnsw.ef_search" in captured.captured_queries[0]["sql"]
+    # (halfvec distances may swap near-ties: compared as sets)
+    assert recall(ids_of(results), library.exact(query, k=10)) >= 0.9
+    assert [hit.semantic_rank for hit in results.hits] == list(range(1, 11))
+    # Each hit carries its tags, as a page read by id does.
+    assert [hit.tag_names for hit in results.hits] == [
+        sorted(hit.image.tags.values_list("name", flat=True), key=str.lower) for hit in results.hits
+    ]
+    # Page 2 lies in the same first block: again one statement, continuing page 1 exactly.
+    with CaptureQueriesContext(connection) as captured:
+        second = search_images(SearchRequest(image_vector=query, page=2, page_size=10), exact=False)
+    assert len(captured.captured_queries) == 1
+    both = search_images(SearchRequest(image_vector=query, page_size=20), exact=False)
+    assert ids_of(results) + ids_of(second) == ids_of(both)
 
 
 def test_one_percent_filter_returns_full_k_and_the_exact_filtered_ranking(library):

@@ -107,6 +107,31 @@ def test_maintenance_work_mem_is_only_changed_when_asked(tmp_path):
     assert run_cli(*show, env=env).stdout.split()[-1] == "2GB"
 
 
+def test_a_new_embedded_cluster_starts_with_shared_buffers_for_the_index(tmp_path):
+    from searchsite.embedded import default_shared_buffers
+    from tests.conftest import run_cli
+
+    env = clean_child_environment(VISUAL_SEARCH_DATA_DIR=str(tmp_path / "data"))
+    show = (
+        "shell",
+        "-c",
+        "from django.db import connection; c = connection.cursor(); "
+        'c.execute("SELECT s.setting::bigint * 8192 / 1048576, f.setting FROM pg_settings s, '
+        "pg_file_settings f WHERE s.name = 'shared_buffers' AND f.name = s.name "
+        'ORDER BY f.seqno DESC LIMIT 1"); '
+        "print(*c.fetchone())",
+    )
+    # A quarter of the memory (capped), in force from the first command: not the 128 MB that
+    # leaves a 100k-vector index outside the buffers.
+    expected = int(default_shared_buffers().removesuffix("MB"))
+    assert expected > 128
+    in_force = [str(expected), default_shared_buffers()]
+    assert run_cli(*show, env=env).stdout.split()[-2:] == in_force
+    # Asked for on an existing cluster: written, in force from the server's next start.
+    asked = {**env, "EMBEDDED_PG_SHARED_BUFFERS": "256MB"}
+    assert run_cli(*show, env=asked).stdout.split()[-2:] == [str(expected), "256MB"]
+
+
 def test_replica_urls_become_read_only_aliases_that_connect_per_request():
     shown = subprocess.run(
         [
