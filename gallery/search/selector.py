@@ -287,7 +287,8 @@ def _run(sql: str, params: dict, *, exact: bool | None, as_images: bool = True) 
         # more round trips: ~0.3 ms a search.
         with read_connection.cursor() as cursor:
             cursor.execute(f"{INDEX_SETTINGS};\n{sql}", params)
-            cursor.nextset()
+            if not cursor.nextset():
+                raise RuntimeError("The search statement returned no rows after its settings.")
             return _fetch(cursor, as_images)
     if exact is None:
         with read_connection.cursor() as cursor:
@@ -330,9 +331,9 @@ def _as_images(names: list[str], rows) -> list[Image]:
     rows at 100k images; none of Image's fields converts its database value). A row whose
     image columns are NULL (a totals row) keeps pk None. `names`: the other columns' names.
     """
-    images = []
+    alias, images = read_connection.alias, []
     for row in rows:
-        image = Image.from_db(read_connection.alias, None, row[:IMAGE_FIELDS])
+        image = Image.from_db(alias, None, row[:IMAGE_FIELDS])
         for name, value in zip(names, row[IMAGE_FIELDS:], strict=True):
             setattr(image, name, value)
         images.append(image)
@@ -583,7 +584,8 @@ def _fused_page(
         "limit": window.limit,
         "offset": window.offset,
     }
-    rows, totals = _with_totals(_run(sql, fused, exact=False))
+    # No vector order in it (the semantic rows come as arrays): no index settings.
+    rows, totals = _with_totals(_run(sql, fused, exact=None))
     if request.sort == "relevance":
         return rows, totals, None, ""
     if mode == "hybrid":
@@ -608,8 +610,7 @@ def _fused_page(
 BLOCK_SQL = (
     CANDIDATES
     + """block AS (
-    SELECT id, distance, row_number() OVER (ORDER BY distance + 0, id) AS rank
-    FROM candidates
+    SELECT id, distance FROM candidates
     WHERE {after}
     ORDER BY distance + 0, id
     LIMIT %(size)s
@@ -621,7 +622,9 @@ SELECT {columns}, b.id AS ranked_id, b.distance, 1 - b.distance AS score,
                  JOIN gallery_image_tags it ON it.tag_id = tag.id
                  WHERE it.image_id = i.id ORDER BY lower(tag.name))
        END AS tag_names
-FROM block b
+-- Ranked after the LIMIT: a window function below it would turn the top-N sort of an exact
+-- block into a sort of every row.
+FROM (SELECT *, row_number() OVER (ORDER BY distance + 0, id) AS rank FROM block) b
 LEFT JOIN gallery_image i ON i.id = b.id AND b.rank > %(shown_from)s AND b.rank <= %(shown_to)s
 ORDER BY b.rank
 """
@@ -728,6 +731,8 @@ class _Ranking:
         params = {**self.params, "size": size, "shown_from": shown_from, "shown_to": shown_to}
         if after is not None:
             params.update(after_id=after[0], after_distance=after[1])
+        # An exact read runs with index scans off: its page's images are read by id after it.
+        exactly = {**params, "shown_from": 0, "shown_to": 0}
         sql = BLOCK_SQL.format(
             **self.semantic, columns=RESULT_COLUMNS, after="true" if after is None else AFTER
         )
@@ -757,7 +762,7 @@ class _Ranking:
         # (LIMIT NULL), so rows the index missed before cannot fill the pool ahead of the
         # ones after the keyset.
         pool = size if after is None else None
-        rows = _run(sql, {**params, "pool": pool}, exact=True, as_images=False)
+        rows = _run(sql, {**exactly, "pool": pool}, exact=True, as_images=False)
         return self._ranked_rows(rows), True
 
     def _ranked_rows(self, rows) -> list[tuple[int, float]]:
