@@ -138,6 +138,29 @@ def test_a_first_page_through_the_index_is_one_statement_with_its_images(library
     assert ids_of(results) + ids_of(second) == ids_of(both)
 
 
+def test_a_large_library_is_sized_by_the_index_estimate_not_counted(library, settings):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from gallery.search import selector
+
+    model = registry.active_model()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE relname = %s", [model.index_name])
+        estimate = int(cursor.fetchone()[0])
+    assert abs(estimate - COUNT) <= COUNT * 0.1  # ANALYZE's estimate of the partial index
+    # Large against the exact-scan limit: the estimate, with no count of the rows.
+    settings.SEARCH_EXACT_MAX_ROWS = 10
+    selector._vector_counts.clear()
+    with CaptureQueriesContext(connection) as captured:
+        assert selector._searchable_count(model) == estimate
+    assert not any("count(" in query["sql"].lower() for query in captured.captured_queries)
+    # Near the limit, the rows are counted: whether to scan exactly depends on it.
+    settings.SEARCH_EXACT_MAX_ROWS = 2500
+    selector._vector_counts.clear()
+    assert selector._searchable_count(model) == COUNT
+
+
 def test_one_percent_filter_returns_full_k_and_the_exact_filtered_ranking(library):
     recalls = []
     for query in queries(20, seed=12):

@@ -354,10 +354,21 @@ _vector_counts: dict[int, tuple[int, float]] = {}  # model pk -> (vectors, when 
 
 
 def _searchable_count(model: EmbeddingModel) -> int:
-    """How many vectors the model has, counted at most once a minute per process."""
+    """How many vectors the model has, found at most once a minute per process.
+
+    A large library's count is the index's own row estimate (kept by ANALYZE and VACUUM):
+    counting a million vectors took 70-85 ms, a search 14 ms. Below ten times the exact-scan
+    limit the rows are counted, since whether to scan exactly depends on it."""
     count, counted_at = _vector_counts.get(model.pk, (0, float("-inf")))
     if time.monotonic() - counted_at > 60:
-        count = model.embeddings.count()
+        with read_connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT reltuples::bigint FROM pg_class WHERE relname = %s", [model.index_name]
+            )
+            found = cursor.fetchone()
+        count = found[0] if found else 0
+        if count < 10 * settings.SEARCH_EXACT_MAX_ROWS:
+            count = model.embeddings.count()
         _vector_counts[model.pk] = (count, time.monotonic())
     return count
 
