@@ -86,6 +86,9 @@ class EmbeddedServices:
             if others:
                 return  # another command uses it already: the setting waits for a start
             pg_ctl(["-w", "stop"], pgdata=server.pgdata, user=server.system_user, timeout=60)
+            # A supervisor (a subreaper) inherited the stopped postmaster: reap it, or it
+            # stays a zombie child.
+            _reap_dead_children(name="postgres")
             try:
                 server.ensure_postgres_running()
             except (subprocess.CalledProcessError, subprocess.TimeoutExpired):

@@ -367,7 +367,8 @@ def _searchable_count(model: EmbeddingModel) -> int:
             )
             found = cursor.fetchone()
         count = found[0] if found else 0
-        if count < 10 * settings.SEARCH_EXACT_MAX_ROWS:
+        # 0 or -1: never analysed (an index built on an empty table says 0), so unknown.
+        if count <= 0 or count < 10 * settings.SEARCH_EXACT_MAX_ROWS:
             count = model.embeddings.count()
         _vector_counts[model.pk] = (count, time.monotonic())
     return count
