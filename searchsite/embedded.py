@@ -178,16 +178,8 @@ def _configure_maintenance_work_mem(connection) -> None:
     and slowed a running 1M-vector index build several times over).
     """
     requested = os.environ.get("EMBEDDED_PG_MAINTENANCE_WORK_MEM")
-    if not requested:
-        configured = connection.execute(
-            "SELECT 1 FROM pg_file_settings WHERE name = 'maintenance_work_mem' "
-            "AND sourcefile LIKE '%%postgresql.auto.conf'"
-        ).fetchone()
-        if configured:
-            return
-    value = _postgres_setting(requested or DEFAULT_MAINTENANCE_WORK_MEM)
-    connection.execute(f"ALTER SYSTEM SET maintenance_work_mem = '{value}'")
-    connection.execute("SELECT pg_reload_conf()")
+    if _write_setting(connection, "maintenance_work_mem", requested, DEFAULT_MAINTENANCE_WORK_MEM):
+        connection.execute("SELECT pg_reload_conf()")
 
 
 def _configure_shared_buffers(connection) -> bool:
@@ -195,21 +187,31 @@ def _configure_shared_buffers(connection) -> bool:
     per cluster, or whenever the variable is set. It applies from the server's next start;
     returns whether a start is needed for it."""
     requested = os.environ.get("EMBEDDED_PG_SHARED_BUFFERS")
-    if not requested:
-        configured = connection.execute(
-            "SELECT 1 FROM pg_file_settings WHERE name = 'shared_buffers' "
-            "AND sourcefile LIKE '%%postgresql.auto.conf'"
-        ).fetchone()
-        if configured:
-            return False
-    value = _postgres_setting(requested or default_shared_buffers())
-    connection.execute(f"ALTER SYSTEM SET shared_buffers = '{value}'")
+    value = _write_setting(connection, "shared_buffers", requested, default_shared_buffers())
+    if value is None:
+        return False
     in_force = connection.execute(
         "SELECT pg_size_bytes(%s) = setting::bigint * current_setting('block_size')::bigint "
         "FROM pg_settings WHERE name = 'shared_buffers'",
         [value],
     ).fetchone()[0]
     return not in_force
+
+
+def _write_setting(connection, name: str, requested: str | None, default: str) -> str | None:
+    """ALTER SYSTEM SET `name`: the value asked for, or the default when the cluster has none
+    written yet. Returns the value written; None where a value is there and none was asked."""
+    if not requested:
+        configured = connection.execute(
+            "SELECT 1 FROM pg_file_settings WHERE name = %s "
+            "AND sourcefile LIKE '%%postgresql.auto.conf'",
+            [name],
+        ).fetchone()
+        if configured:
+            return None
+    value = _postgres_setting(requested or default)
+    connection.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+    return value
 
 
 def default_shared_buffers() -> str:

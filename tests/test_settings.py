@@ -90,16 +90,21 @@ def test_given_urls_are_used_and_no_embedded_server_is_started(tmp_path, setting
     assert not (data_dir / "postgres").exists() and not (data_dir / "valkey").exists()
 
 
+def server_query(sql: str) -> tuple[str, ...]:
+    """`manage.py` arguments that print the embedded server's answer to `sql` (one row)."""
+    return (
+        "shell",
+        "-c",
+        "from django.db import connection; c = connection.cursor(); "
+        f"c.execute({sql!r}); print(*c.fetchone())",
+    )
+
+
 def test_maintenance_work_mem_is_only_changed_when_asked(tmp_path):
     from tests.conftest import run_cli
 
     env = clean_child_environment(VISUAL_SEARCH_DATA_DIR=str(tmp_path / "data"))
-    show = (
-        "shell",
-        "-c",
-        "from django.db import connection; c = connection.cursor(); "
-        "c.execute('SHOW maintenance_work_mem'); print(c.fetchone()[0])",
-    )
+    show = server_query("SHOW maintenance_work_mem")
     assert run_cli(*show, env=env).stdout.split()[-1] == "1GB"  # the default, once
     asked = {**env, "EMBEDDED_PG_MAINTENANCE_WORK_MEM": "2GB"}
     assert run_cli(*show, env=asked).stdout.split()[-1] == "2GB"
@@ -112,14 +117,10 @@ def test_a_new_embedded_cluster_starts_with_shared_buffers_for_the_index(tmp_pat
     from tests.conftest import run_cli
 
     env = clean_child_environment(VISUAL_SEARCH_DATA_DIR=str(tmp_path / "data"))
-    show = (
-        "shell",
-        "-c",
-        "from django.db import connection; c = connection.cursor(); "
-        'c.execute("SELECT s.setting::bigint * 8192 / 1048576, f.setting FROM pg_settings s, '
+    show = server_query(
+        "SELECT s.setting::bigint * 8192 / 1048576, f.setting FROM pg_settings s, "
         "pg_file_settings f WHERE s.name = 'shared_buffers' AND f.name = s.name "
-        'ORDER BY f.seqno DESC LIMIT 1"); '
-        "print(*c.fetchone())",
+        "ORDER BY f.seqno DESC LIMIT 1"
     )
     # A quarter of the memory (capped), in force from the first command: not the 128 MB that
     # leaves a 100k-vector index outside the buffers.
