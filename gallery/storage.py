@@ -9,6 +9,8 @@ import os
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
+from gallery.errors import Unavailable
+
 # Errors that say the disk or its mount is unwell, not that a file's bytes are wrong.
 OUTAGE_ERRNOS = frozenset(
     {
@@ -25,7 +27,7 @@ OUTAGE_ERRNOS = frozenset(
 )
 
 
-class StorageUnavailable(Exception):
+class StorageUnavailable(Unavailable):
     """The media storage cannot be read right now: a set-up problem, not the images'."""
 
 

@@ -9,6 +9,7 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
+from gallery.errors import InvalidInput
 from gallery.models import ApiToken
 
 # Tokens say what they are (secret scanners and people recognise them by it).
@@ -19,7 +20,7 @@ DISPLAY_CHARACTERS = 10
 LAST_USED_PRECISION = timedelta(minutes=1)
 
 
-class TokenError(Exception):
+class TokenError(InvalidInput):
     """A token that cannot be created or changed; the message says why."""
 
 

@@ -22,6 +22,7 @@ from django.conf import settings
 from PIL import Image as PILImage
 from PIL import ImageOps
 
+from gallery.errors import Unavailable
 from gallery.pixels import displayable
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ BACKENDS = ("auto", "onnx", "torch")
 PRECISIONS = ("fp32", "int8")
 
 
-class ModelWeightsUnavailable(RuntimeError):
+class ModelWeightsUnavailable(Unavailable):
     """The configured weights cannot be loaded (offline, missing file, unknown tag)."""
 
 

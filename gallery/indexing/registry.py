@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from gallery.errors import InvalidInput
 from gallery.indexing import encoder
 from gallery.indexing.queueing import enqueue_encoding, enqueue_now
 from gallery.models import EmbeddingModel, Image
@@ -30,7 +31,7 @@ REGISTRY_LOCK = 0x5649_5355  # "VISU"
 State = EmbeddingModel.State
 
 
-class ModelSwitchError(ValueError):
+class ModelSwitchError(InvalidInput):
     """A registry change that cannot be made now; the message says why."""
 
 

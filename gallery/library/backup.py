@@ -24,6 +24,8 @@ from django.core.files.storage import default_storage
 from django.db import connection
 from django.utils import timezone
 
+from gallery.errors import UserError
+
 MANIFEST = "manifest.json"
 DATABASE_DUMP = "database.dump"
 MEDIA_FOLDER = "media"
@@ -31,7 +33,7 @@ FORMAT_VERSION = 1
 FILE_COLUMNS = ("file", "thumbnail", "preview")
 
 
-class BackupError(Exception):
+class BackupError(UserError):
     """A backup or restore that cannot go on; the message says why and what to do."""
 
 

@@ -18,10 +18,10 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from redis.exceptions import RedisError
 
+from gallery.errors import InvalidInput
 from gallery.indexing import queueing
 from gallery.library.permissions import can_change_image
-from gallery.library.tags import clean_tag_names, parse_tag_names, tags_named
-from gallery.library.validation import RejectedImage
+from gallery.library.tags import InvalidTagName, clean_tag_names, parse_tag_names, tags_named
 from gallery.models import Image
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ FILE_REMOVAL_RETRY_INTERVALS = (60, 600, 3600)
 MAX_CAPTION_LENGTH = 2000
 
 
-class LibraryError(Exception):
+class LibraryError(InvalidInput):
     """A change the library refuses (a tag too long, no tag given); shown to the user as is."""
 
 
@@ -73,8 +73,8 @@ def _images_to_change(images, by) -> list[Image]:
 def _clean_tags(tags) -> list[str]:
     try:
         return parse_tag_names(tags) if isinstance(tags, str) else clean_tag_names(tags)
-    except RejectedImage as error:
-        raise LibraryError(str(error)) from None
+    except InvalidTagName as error:
+        raise LibraryError(error.message, error.parameter) from None
 
 
 # -- editing ---------------------------------------------------------------------------------

@@ -2,10 +2,17 @@
 
 from django.db import IntegrityError, transaction
 
-from gallery.library.validation import RejectedImage
+from gallery.errors import InvalidInput
 from gallery.models import Tag
 
 MAX_TAG_LENGTH = Tag._meta.get_field("name").max_length
+
+
+class InvalidTagName(InvalidInput):
+    """A tag name that cannot be stored or asked for."""
+
+    def __init__(self, message: str):
+        super().__init__(message, "tags")
 
 
 def parse_tag_names(text: str) -> list[str]:
@@ -22,9 +29,9 @@ def clean_tag_names(names) -> list[str]:
         if name and name.lower() not in seen:
             if "," in name:
                 # Filters take comma-separated names: such a tag could never be asked for.
-                raise RejectedImage(f"A tag cannot contain a comma: {name[:40]!r}.")
+                raise InvalidTagName(f"A tag cannot contain a comma: {name[:40]!r}.")
             if len(name) > MAX_TAG_LENGTH:
-                raise RejectedImage(f"The tag {name[:20]!r}... is longer than {MAX_TAG_LENGTH}.")
+                raise InvalidTagName(f"The tag {name[:20]!r}... is longer than {MAX_TAG_LENGTH}.")
             seen.add(name.lower())
             names_kept.append(name)
     return names_kept

@@ -15,6 +15,7 @@ from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
 
 from gallery import previews
+from gallery.errors import InvalidInput
 from gallery.pixels import displayable, heif_container_kind
 
 # Pillow format name -> stored file extension.
@@ -65,7 +66,7 @@ EXIF_DATETIME_ORIGINAL = 36867
 EXIF_OFFSET_TIME_ORIGINAL = 36881
 
 
-class RejectedImage(Exception):
+class RejectedImage(InvalidInput):
     """A file that cannot become an image; the message is shown to the user as is."""
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
+from gallery.errors import InvalidInput
 from gallery.library.validation import IMAGE_FILE_EXTENSIONS
 
 TUXPAINT_STAMPS = Path("/usr/share/tuxpaint/stamps")
@@ -32,7 +33,7 @@ FASHION_MNIST_CLASSES = [
 FORMATS = ("auto", "folder", "csv", "tuxpaint", "fashion-mnist")
 
 
-class DatasetError(ValueError):
+class DatasetError(InvalidInput):
     """A dataset that cannot be read; the message says what was expected."""
 
 

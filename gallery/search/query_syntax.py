@@ -10,6 +10,8 @@ A weight is a number followed by a colon at the start of a term: `2:sunset`, `0.
 import re
 from dataclasses import dataclass
 
+from gallery.errors import InvalidInput
+
 MAX_QUERY_LENGTH = 1000
 MAX_TERMS = 16
 MAX_WEIGHT = 10.0
@@ -22,8 +24,11 @@ SYNTAX_HELP = (
 )
 
 
-class QuerySyntaxError(ValueError):
+class QuerySyntaxError(InvalidInput):
     """A query the parser cannot read; the message is shown to the user."""
+
+    def __init__(self, message: str):
+        super().__init__(message, "q")
 
 
 @dataclass(frozen=True)

@@ -5,15 +5,16 @@ from datetime import date
 
 import numpy as np
 
+from gallery.errors import InvalidInput
+
 SORTS = ("relevance", "date")
 
 
-class SearchError(ValueError):
+class SearchError(InvalidInput):
     """A request that cannot be searched; `parameter` names the offending input."""
 
-    def __init__(self, parameter: str, message: str):
-        super().__init__(message)
-        self.parameter = parameter
+    def __init__(self, parameter: str | None, message: str):
+        super().__init__(message, parameter)
 
 
 @dataclass

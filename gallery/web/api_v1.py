@@ -23,8 +23,7 @@ from ninja.security import HttpBearer, SessionAuth
 from pydantic import Field, field_validator
 
 from gallery.library import ingest, lifecycle, permissions, selectors
-from gallery.library.tags import clean_tag_names, parse_tag_names
-from gallery.library.validation import RejectedImage
+from gallery.library.tags import InvalidTagName, clean_tag_names, parse_tag_names
 from gallery.models import Image
 from gallery.replicas import reads_from_replica
 from gallery.web import access, views
@@ -264,7 +263,7 @@ class ImageChange(Schema):
             return None
         try:
             return parse_tag_names(tags) if isinstance(tags, str) else clean_tag_names(tags)
-        except RejectedImage as error:
+        except InvalidTagName as error:
             raise ValueError(str(error)) from None
 
 

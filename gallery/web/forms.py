@@ -4,8 +4,7 @@ from urllib.parse import urlencode
 
 from django import forms
 
-from gallery.library.tags import parse_tag_names
-from gallery.library.validation import RejectedImage
+from gallery.library.tags import InvalidTagName, parse_tag_names
 from gallery.models import Image
 
 
@@ -33,7 +32,7 @@ class UploadForm(forms.Form):
     def clean_tags(self) -> list[str]:
         try:
             return parse_tag_names(self.cleaned_data["tags"])
-        except RejectedImage as error:
+        except InvalidTagName as error:
             raise forms.ValidationError(str(error)) from None
 
     def clean(self):
@@ -169,7 +168,7 @@ class SearchForm(forms.Form):
 def _tag_names_field(form: forms.Form) -> list[str]:
     try:
         return parse_tag_names(form.cleaned_data["tags"])
-    except RejectedImage as error:
+    except InvalidTagName as error:
         raise forms.ValidationError(str(error)) from None
 
 
