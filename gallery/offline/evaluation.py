@@ -17,10 +17,11 @@ from django.conf import settings
 from django.test.utils import override_settings
 from tqdm import tqdm
 
-from gallery.indexing import encoding, registry
+from gallery.indexing import encoding, model_loading, registry
 from gallery.library.ingest import ingest_image
 from gallery.models import Embedding, Image
 from gallery.offline import datasets, metrics, sandbox
+from gallery.offline.encoder_comparison import COMPARED_ENCODERS, load_compared_encoder
 from gallery.search import selector
 from gallery.search.request import SearchRequest
 
@@ -110,10 +111,12 @@ def run_evaluation(config: EvaluationConfig, *, report_dir: Path | None = None) 
                     queries, config.feedback_rounds, config.depth
                 )
             if report_dir is not None:
-                from gallery.offline import report
+                from gallery.offline import evaluation_report
 
                 examples = example_rankings(queries, rankings, labels, library.media_root)
-                figures["report"] = str(report.write_report(figures, examples, report_dir))
+                figures["report"] = str(
+                    evaluation_report.write_report(figures, examples, report_dir)
+                )
             return figures
 
 
@@ -378,7 +381,7 @@ def zero_shot(labels: dict, classes: list[str]) -> dict:
             .values_list("vector", flat=True)
         ]
     )
-    clip = registry.load_encoder(model)
+    clip = model_loading.load_encoder(model)
     truth = np.array([classes.index(labels[i]) if labels[i] in classes else -1 for i in ids])
     single = clip.encode_texts([PROMPT_TEMPLATE.format(name) for name in classes])
     ensemble = np.stack(
@@ -449,9 +452,7 @@ def example_rankings(queries, rankings, labels, media_root, per_set: int = 6) ->
     return examples
 
 
-# The reference first: every other encoder is compared with it.
-COMPARED_ENCODERS = [("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8")]
-OVERLAP_DEPTH = 10
+OVERLAP_DEPTH = 10  # the top results whose overlap with the reference encoder's counts
 
 
 def compare_backends(config: EvaluationConfig) -> dict:
@@ -459,8 +460,8 @@ def compare_backends(config: EvaluationConfig) -> dict:
     mAP per query set (exact cosine ranking over the whole dataset) and the mean overlap of
     each query's top 10 with torch fp32's. Needs no database: the dataset is read from disk.
     """
-    from gallery.indexing.encoder import ModelSpec, open_image_for_encoding
-    from gallery.offline.benchmarks import load_benchmark_encoder
+    from gallery.indexing.encoder_base import ModelSpec
+    from gallery.pixels import open_upright
 
     model = _model_settings(config)
     spec = ModelSpec(
@@ -478,11 +479,11 @@ def compare_backends(config: EvaluationConfig) -> dict:
         rankings = {}
         for backend, precision in COMPARED_ENCODERS:
             label = f"{backend} {precision}"
-            clip = load_benchmark_encoder(spec, backend, precision, settings.ENCODE_BATCH_SIZE)
+            clip = load_compared_encoder(spec, backend, precision, settings.ENCODE_BATCH_SIZE)
             vectors = []
             for start in tqdm(range(0, len(paths), clip.batch_size), desc=f"Encoding ({label})"):
                 batch = paths[start : start + clip.batch_size]
-                pictures = [open_image_for_encoding(path, clip.image_size) for path in batch]
+                pictures = [open_upright(path, clip.image_size) for path in batch]
                 vectors.append(clip.encode_images(pictures))
             rankings[label] = _exact_rankings(clip, queries, np.concatenate(vectors))
             del clip

@@ -19,7 +19,7 @@ from django.test.utils import override_settings
 from PIL import Image as PILImage
 from PIL import ImageDraw, ImageEnhance
 
-from gallery.indexing import encoder
+from gallery.indexing import encoder_base
 from gallery.offline import sandbox
 
 TUXPAINT_STAMPS = Path("/usr/share/tuxpaint/stamps")
@@ -144,7 +144,7 @@ def run_duplicates_benchmark(
     hash_distances: list[int],
     neighbours: list[int] = (),
     bands: list[int] = (),
-    pretrained: str = encoder.RANDOM_WEIGHTS,
+    pretrained: str = encoder_base.RANDOM_WEIGHTS,
     weights_file: str = "",
     progress=print,
 ) -> dict:
@@ -251,11 +251,13 @@ def run_scan_timing(*, model: str, scan_sizes: list[int], progress=print) -> lis
     image (its vector moved a little, its hash 4 bits away)."""
     from django.conf import settings
 
-    from gallery.indexing import registry
+    from gallery.indexing import registry, vector_index
     from gallery.library import duplicates, perceptual_hash
-    from gallery.offline import benchmarks
+    from gallery.offline import synthetic
 
-    overrides = dict(CLIP_MODEL=model, CLIP_PRETRAINED=encoder.RANDOM_WEIGHTS, CLIP_WEIGHTS_FILE="")
+    overrides = dict(
+        CLIP_MODEL=model, CLIP_PRETRAINED=encoder_base.RANDOM_WEIGHTS, CLIP_WEIGHTS_FILE=""
+    )
     rows = []
     for size in scan_sizes:
         progress(f"Timing the scan at {size:,} synthetic images (pHashes first)...")
@@ -273,7 +275,7 @@ def run_scan_timing(*, model: str, scan_sizes: list[int], progress=print) -> lis
             hashes.append(perceptual_hash.as_stored(flipped & ((1 << 64) - 1)))
         with override_settings(**overrides), sandbox.isolated_library("benchdupscan"):
             active = registry.active_model()
-            vectors = benchmarks.clustered_unit_vectors(size, seed=3, dimensions=active.dimensions)
+            vectors = synthetic.clustered_unit_vectors(size, seed=3, dimensions=active.dimensions)
             # A near-copy for every 20th vector, so the scan finds pairs as in a real library.
             copies = vectors[::20] + rng.normal(scale=0.01, size=vectors[::20].shape)
             copies /= np.linalg.norm(copies, axis=1, keepdims=True)
@@ -286,8 +288,8 @@ def run_scan_timing(*, model: str, scan_sizes: list[int], progress=print) -> lis
             # takes many times longer.
             with connection.cursor() as cursor:
                 cursor.execute(f"DROP INDEX IF EXISTS {active.index_name}")
-            benchmarks.load_vectors(loaded, active, create_images=False)
-            registry.create_vector_index(active)
+            synthetic.load_vectors(loaded, active, create_images=False)
+            vector_index.create_vector_index(active)
             with connection.cursor() as cursor:
                 cursor.execute("ANALYZE gallery_embedding")
             total = size + len(copies)
@@ -315,7 +317,7 @@ def run_scan_timing(*, model: str, scan_sizes: list[int], progress=print) -> lis
 
 
 def _create_scan_images(hashes: list[int]) -> None:
-    """Image rows for synthetic vectors, named as benchmarks.load_vectors matches them (the
+    """Image rows for synthetic vectors, named as synthetic.load_vectors matches them (the
     model's defaults fill every other column), with these pHashes."""
     from django.utils import timezone
 

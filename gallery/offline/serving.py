@@ -27,7 +27,8 @@ from django.test.utils import override_settings
 from django.urls import reverse
 
 from gallery.indexing import registry
-from gallery.offline import benchmarks, sandbox
+from gallery.offline import http_latency, indexing_benchmark, sandbox, synthetic
+from gallery.offline.timing import percentile
 from gallery.web.views import GALLERY_PAGE_SIZE
 from searchsite import supervisor
 
@@ -64,7 +65,7 @@ WORDS = (
 ).split()
 WORDS_PER_NEW_TEXT = 4
 QUERY_IMAGES = 8
-IMAGE_SIZE = benchmarks.SMALL_SIZE
+IMAGE_SIZE = synthetic.SMALL_SIZE
 HTTP_TIMEOUT_SECONDS = 120
 READY_TIMEOUT_SECONDS = 300
 MULTIPART_BOUNDARY = "visual-search-bench-serving"
@@ -275,7 +276,7 @@ def _summary(samples: list[Sample], seconds: float) -> dict:
     latencies = [sample.ms for sample in samples]
     summary = {"requests": len(samples), "requests_per_s": round(len(samples) / seconds, 2)}
     for q in (50, 95, 99):
-        summary[f"p{q}_ms"] = benchmarks.percentile(latencies, q) if latencies else None
+        summary[f"p{q}_ms"] = percentile(latencies, q) if latencies else None
     summary["errors"] = sum(1 for sample in samples if sample.error)
     return summary
 
@@ -424,7 +425,7 @@ def run_serving_benchmark(
         sandbox.isolated_library("serving") as library,
     ):
         folder = Path(folder)
-        port = benchmarks.free_port()
+        port = http_latency.free_port()
         figures = {
             "model": registry.active_model().model_id,
             "weights": settings.CLIP_WEIGHTS_FILE or settings.CLIP_PRETRAINED,
@@ -490,11 +491,11 @@ def import_library(folder: Path, count: int, new_texts: NewTexts) -> tuple[LoadT
     """Generated photos through the real ingest path and queue, waiting for the workers."""
     (folder / "library").mkdir()
     (folder / "queries").mkdir()
-    paths = benchmarks.generate_images(folder / "library", count, IMAGE_SIZE, "JPEG", seed=0)
-    queries = benchmarks.generate_images(
+    paths = synthetic.generate_images(folder / "library", count, IMAGE_SIZE, "JPEG", seed=0)
+    queries = synthetic.generate_images(
         folder / "queries", QUERY_IMAGES, IMAGE_SIZE, "JPEG", seed=1
     )
-    rate, ingest_seconds, ids = benchmarks.pipeline_rate(paths)
+    rate, ingest_seconds, ids = indexing_benchmark.pipeline_rate(paths)
     targets = LoadTargets(ids, [path.read_bytes() for path in queries], new_texts)
     indexing = {
         "images": len(ids),

@@ -1,7 +1,16 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from gallery.offline import benchmarks, near_duplicates
+from gallery.offline import near_duplicates
+from gallery.offline.reporting import FiguresPrinter, or_dash
+
+# Precision and recall of the groups found against the true groups, the end of every score row.
+GROUP_COLUMNS = {
+    "precision": "precision",
+    "recall": "recall",
+    "groups": "groups_found",
+    "exact groups": "groups_exact",
+}
 
 
 class Command(BaseCommand):
@@ -64,89 +73,54 @@ class Command(BaseCommand):
             weights_file=options["weights"],
             progress=self.stderr.write,
         )
+        printer = FiguresPrinter(self.stdout)
         cosine = figures["cosine"]
-        self.stdout.write(
+        printer.line(
             f"{figures['images']} images ({figures['originals']} originals, "
             f"{figures['true_groups']} with variants, {figures['true_pairs']} true pairs), "
             f"{figures['model']}, originals: {figures['source']}; "
             f"ingest {figures['ingest_seconds']} s, encoding {figures['encode_seconds']} s"
         )
-        self.stdout.write(
+        printer.line(
             f"cosine of true copies: min {cosine['true_pairs_min']}, 5th percentile "
             f"{cosine['true_pairs_p5']}, median {cosine['true_pairs_median']}; each distinct "
             f"image's nearest other: median {cosine['distinct_nearest_median']}, 95th "
             f"percentile {cosine['distinct_nearest_p95']}, max {cosine['distinct_nearest_max']}"
         )
         phash = figures["phash_only"][0]
-        self.stdout.write(
+        printer.line(
             f"pHash distance of true copies: max {phash['true_pairs_max']}, 95th percentile "
             f"{phash['true_pairs_p95']}; closest distinct pair {phash['distinct_pairs_min']}"
         )
-        self.stdout.write("")
-        self.stdout.write(
-            benchmarks.format_table(
-                ["cosine >=", "pHash <=", "precision", "recall", "groups", "exact groups"],
-                [
-                    [
-                        row["threshold"],
-                        "-" if row["phash_distance"] is None else row["phash_distance"],
-                        row["precision"],
-                        row["recall"],
-                        row["groups_found"],
-                        row["groups_exact"],
-                    ]
-                    for row in figures["grid"]
-                ],
-            )
+        printer.records(
+            figures["grid"],
+            {
+                "cosine >=": "threshold",
+                "pHash <=": lambda row: or_dash(row["phash_distance"]),
+                **GROUP_COLUMNS,
+            },
+            gap=True,
         )
-        self.stdout.write("")
-        self.stdout.write(
-            benchmarks.format_table(
-                ["pHash alone <=", "precision", "recall", "groups", "exact groups"],
-                [
-                    [
-                        row["phash_distance"],
-                        row["precision"],
-                        row["recall"],
-                        row["groups_found"],
-                        row["groups_exact"],
-                    ]
-                    for row in figures["phash_only"][1:]
-                ],
-            )
+        printer.records(
+            figures["phash_only"][1:],
+            {"pHash alone <=": "phash_distance", **GROUP_COLUMNS},
+            gap=True,
         )
         if figures["neighbours"]:
-            self.stdout.write("")
-            self.stdout.write(
-                benchmarks.format_table(
-                    [
-                        "neighbours k",
-                        "hash bands",
-                        "precision",
-                        "recall",
-                        "groups",
-                        "exact groups",
-                        "hash pairs",
-                        "scan s",
-                    ],
-                    [
-                        [
-                            row["neighbours"],
-                            row["bands"],
-                            row["precision"],
-                            row["recall"],
-                            row["groups_found"],
-                            row["groups_exact"],
-                            row["hash_pairs"],
-                            row["seconds"],
-                        ]
-                        for row in figures["neighbours"]
-                    ],
-                )
+            printer.records(
+                figures["neighbours"],
+                {
+                    "neighbours k": "neighbours",
+                    "hash bands": "bands",
+                    **GROUP_COLUMNS,
+                    "hash pairs": "hash_pairs",
+                    "scan s": "seconds",
+                },
+                gap=True,
             )
         shipped = figures["shipped"]
-        self.stdout.write("")
-        self.stdout.write(
+        printer.line()
+        printer.line(
             f"Shipped (NEAR_DUPLICATE_SIMILARITY={settings.NEAR_DUPLICATE_SIMILARITY}, "
             f"NEAR_DUPLICATE_PHASH_DISTANCE={settings.NEAR_DUPLICATE_PHASH_DISTANCE}, "
             f"k={shipped['neighbours']}, {shipped['bands']} hash bands): precision "
@@ -163,36 +137,19 @@ class Command(BaseCommand):
             progress=self.stderr.write,
         )
         if figures["scan"]:
-            self.stdout.write("")
-            self.stdout.write(
-                benchmarks.format_table(
-                    [
-                        "images",
-                        "scan s",
-                        "hash side s",
-                        "index side s",
-                        "ms per image",
-                        "index pairs",
-                        "hash pairs",
-                        "confirmed",
-                        "planted",
-                    ],
-                    [
-                        [
-                            row["images"],
-                            row["seconds"],
-                            row["hash_side_seconds"],
-                            row["index_side_seconds"],
-                            row["ms_per_image"],
-                            row["index_pairs"],
-                            row["hash_pairs"],
-                            row["confirmed_pairs"],
-                            row["planted_pairs"],
-                        ]
-                        for row in figures["scan"]
-                    ],
-                )
+            printer.records(
+                figures["scan"],
+                {
+                    "images": "images",
+                    "scan s": "seconds",
+                    "hash side s": "hash_side_seconds",
+                    "index side s": "index_side_seconds",
+                    "ms per image": "ms_per_image",
+                    "index pairs": "index_pairs",
+                    "hash pairs": "hash_pairs",
+                    "confirmed": "confirmed_pairs",
+                    "planted": "planted_pairs",
+                },
+                gap=True,
             )
-        if options["json_path"]:
-            benchmarks.write_json(options["json_path"], figures)
-            self.stdout.write(f"Wrote {options['json_path']}")
+        printer.save_json(options["json_path"], figures)

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand
 
-from gallery.offline import benchmarks
+from gallery.offline import indexing_benchmark
+from gallery.offline.reporting import FiguresPrinter
 
 
 class Command(BaseCommand):
@@ -20,53 +21,40 @@ class Command(BaseCommand):
         parser.add_argument("--json", dest="json_path", help="write the figures to this file")
 
     def handle(self, *args, n, small, model, batch_size, json_path, **options):
-        figures = benchmarks.run_indexing_benchmark(
+        figures = indexing_benchmark.run_indexing_benchmark(
             count=n,
             small_count=n if small is None else small,
             model=model,
             batch_size=batch_size,
             progress=self.stderr.write,
         )
-        if json_path:
-            benchmarks.write_json(json_path, figures)
-        self.stdout.write(
+        printer = FiguresPrinter(self.stdout)
+        printer.line(
             f"Model {figures['model']}, batch size {figures['batch_size']}, "
             f"default backend {figures['default_backend']}"
         )
-        self.stdout.write("Raw forward pass, same images, alternating rounds (median):")
-        self.stdout.write(
-            benchmarks.format_table(
-                ["encoder", "img/s", "vs torch fp32", "shipped default"],
-                [
-                    [r["encoder"], r["images_per_s"], f"{r['vs_torch']:.2f}x", "yes" * r["default"]]
-                    for r in figures["raw"]
-                ],
-            )
+        printer.records(
+            figures["raw"],
+            {
+                "encoder": "encoder",
+                "img/s": "images_per_s",
+                "vs torch fp32": lambda raw: f"{raw['vs_torch']:.2f}x",
+                "shipped default": lambda raw: "yes" * raw["default"],
+            },
+            title="Raw forward pass, same images, alternating rounds (median):",
         )
-        headers = [
-            "images",
-            "n",
-            "default raw img/s",
-            "pipeline img/s",
-            "pipeline/raw",
-            "worker img/s",
-            "worker/raw",
-            "ingest s",
-        ]
-        rows = [
-            [
-                s["images"],
-                s["count"],
-                s["default_raw_images_per_s"],
-                s["pipeline_images_per_s"],
-                f"{s['pipeline_ratio']:.0%}",
-                s["worker_images_per_s"],
-                f"{s['worker_ratio']:.0%}",
-                s["ingest_seconds"],
-            ]
-            for s in figures["scenarios"]
-        ]
-        self.stdout.write("Pipeline (files -> vectors in PostgreSQL) with the default backend:")
-        self.stdout.write(benchmarks.format_table(headers, rows))
-        if json_path:
-            self.stdout.write(f"Wrote {json_path}")
+        printer.records(
+            figures["scenarios"],
+            {
+                "images": "images",
+                "n": "count",
+                "default raw img/s": "default_raw_images_per_s",
+                "pipeline img/s": "pipeline_images_per_s",
+                "pipeline/raw": lambda scenario: f"{scenario['pipeline_ratio']:.0%}",
+                "worker img/s": "worker_images_per_s",
+                "worker/raw": lambda scenario: f"{scenario['worker_ratio']:.0%}",
+                "ingest s": "ingest_seconds",
+            },
+            title="Pipeline (files -> vectors in PostgreSQL) with the default backend:",
+        )
+        printer.save_json(json_path, figures)

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand
 
-from gallery.offline import benchmarks, ocr_benchmark
+from gallery.offline import ocr_benchmark
+from gallery.offline.reporting import FiguresPrinter
 from searchsite.supervisor import DEFAULT_WORKERS, thread_budget
 
 
@@ -32,65 +33,61 @@ class Command(BaseCommand):
         figures = ocr_benchmark.run_ocr_benchmark(
             count=n, blank=blank, threads=threads, seed=seed, progress=self.stderr.write
         )
-        if json_path:
-            benchmarks.write_json(json_path, figures)
+        printer = FiguresPrinter(self.stdout)
+        printer.save_json(json_path, figures, announce=False)
         text, blank_set = figures["with_text"], figures["without_text"]
-        self.stdout.write(
+        printer.line(
             f"OCR: {figures['threads']} thread(s) of {figures['cpu_count']} cores, "
             f"{figures['fonts']} fonts, model loaded in {figures['model_load_seconds']} s "
             f"(+{figures['model_resident_mib']} MiB resident); "
             f"load average before {figures['load_average_before']}, "
             f"after {figures['load_average_after']}."
         )
-        self.stdout.write(
-            benchmarks.format_table(
-                ["images", "n", "word recall", "word precision", "keyword R@10", "text read"],
+        printer.table(
+            ["images", "n", "word recall", "word precision", "keyword R@10", "text read"],
+            [
                 [
-                    [
-                        "with words",
-                        text["images"],
-                        text["word_recall"],
-                        text["word_precision"],
-                        text["keyword_recall_at_10"],
-                        f"{text['images_with_every_word_read']} all words",
-                    ],
-                    [
-                        "without text",
-                        blank_set["images"],
-                        "",
-                        "",
-                        "",
-                        f"{blank_set['images_with_text_read']} with text",
-                    ],
+                    "with words",
+                    text["images"],
+                    text["word_recall"],
+                    text["word_precision"],
+                    text["keyword_recall_at_10"],
+                    f"{text['images_with_every_word_read']} all words",
                 ],
-            )
+                [
+                    "without text",
+                    blank_set["images"],
+                    "",
+                    "",
+                    "",
+                    f"{blank_set['images_with_text_read']} with text",
+                ],
+            ],
         )
-        self.stdout.write("Seconds per image (decode + OCR; wall time, and CPU time):")
-        self.stdout.write(
-            benchmarks.format_table(
+        printer.table(
+            [
+                "images",
+                "mean",
+                "p50",
+                "p95",
+                "detector p50",
+                "recogniser p50",
+                "CPU s mean",
+                "CPU s p50",
+            ],
+            [
                 [
-                    "images",
-                    "mean",
-                    "p50",
-                    "p95",
-                    "detector p50",
-                    "recogniser p50",
-                    "CPU s mean",
-                    "CPU s p50",
-                ],
-                [
-                    [
-                        name,
-                        row["seconds"]["mean"],
-                        row["seconds"]["p50"],
-                        row["seconds"]["p95"],
-                        row["detect_seconds"]["p50"],
-                        row["recognise_seconds"]["p50"],
-                        row["cpu_seconds"]["mean"],
-                        row["cpu_seconds"]["p50"],
-                    ]
-                    for name, row in (("with words", text), ("without text", blank_set))
-                ],
-            )
+                    name,
+                    row["seconds"]["mean"],
+                    row["seconds"]["p50"],
+                    row["seconds"]["p95"],
+                    row["detect_seconds"]["p50"],
+                    row["recognise_seconds"]["p50"],
+                    row["cpu_seconds"]["mean"],
+                    row["cpu_seconds"]["p50"],
+                ]
+                for name, row in (("with words", text), ("without text", blank_set))
+            ],
+            title="Seconds per image (decode + OCR; wall time, and CPU time):",
         )
-        self.stdout.write(f"Keyword search: {figures['keyword_search']}.")
+        printer.line(f"Keyword search: {figures['keyword_search']}.")

@@ -1,7 +1,8 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from gallery.offline import benchmarks
+from gallery.offline import search_benchmark
+from gallery.offline.reporting import FiguresPrinter
 
 
 class Command(BaseCommand):
@@ -40,7 +41,7 @@ class Command(BaseCommand):
         parser.add_argument("--json", dest="json_path", help="write the figures to this file")
 
     def handle(self, *args, **options):
-        figures = benchmarks.run_search_benchmark(
+        figures = search_benchmark.run_search_benchmark(
             count=options["n"],
             ef_values=[int(value) for value in options["ef"].split(",")],
             query_count=options["queries"],
@@ -54,158 +55,137 @@ class Command(BaseCommand):
             second_model=options["second_model"],
             progress=self.stderr.write,
         )
-        if options["json_path"]:
-            benchmarks.write_json(options["json_path"], figures)
-        table = benchmarks.format_table
-        self.stdout.write(
+        printer = FiguresPrinter(self.stdout)
+        printer.line(
             f"{figures['count']:,} vectors of {figures['model']} ({figures['dimensions']}-d), "
             f"{figures['storage']} index, m={figures['m']}, "
             f"ef_construction={figures['ef_construction']}, loaded in {figures['load_seconds']} s; "
             f"shipped ef_search for this size: {figures['shipped_ef_search']}"
         )
-        indexes = [
-            [figures["storage"], figures["index"]["build_seconds"], figures["index"]["size_mb"]]
-        ]
-        if "other_storage" in figures:
-            other = figures["other_storage"]
-            indexes.append(
-                [other["storage"], other["index"]["build_seconds"], other["index"]["size_mb"]]
-            )
-        if "faiss" in figures:
-            indexes.append(["FAISS HNSWFlat", figures["faiss"]["build_seconds"], "-"])
-        if "second_model" in figures:
-            second = figures["second_model"]
-            indexes.append(
-                [
-                    f"{second['dimensions']}-d",
-                    second["index"]["build_seconds"],
-                    second["index"]["size_mb"],
-                ]
-            )
-        self.stdout.write(table(["index", "build s", "size MB"], indexes))
-        faiss_rows = {
-            row["ef_search"]: row for row in figures.get("faiss", {}).get("ef_search", [])
-        }
-        rows = [
+        printer.table(["index", "build s", "size MB"], index_rows(figures))
+        printer.table(
             [
-                label,
-                row["recall_at_10"],
-                row["p50_ms"],
-                row["p95_ms"],
-                row["min_rows_returned"],
-                *beside_faiss(row, faiss),
-            ]
-            for label, row, faiss in [
-                *(
-                    (row["ef_search"], row, faiss_rows.get(row["ef_search"]))
-                    for row in figures["ef_search"]
-                ),
-                ("exact scan", figures["exact_scan"], figures.get("faiss", {}).get("exact_scan")),
-            ]
-        ]
-        self.stdout.write("")
-        self.stdout.write(
-            table(
-                [
-                    "ef_search",
-                    "recall@10",
-                    "p50 ms",
-                    "p95 ms",
-                    "min rows",
-                    "FAISS recall",
-                    "FAISS p50 ms",
-                    "recall diff",
-                    "p50 ratio",
-                ],
-                rows,
-            )
+                "ef_search",
+                "recall@10",
+                "p50 ms",
+                "p95 ms",
+                "min rows",
+                "FAISS recall",
+                "FAISS p50 ms",
+                "recall diff",
+                "p50 ratio",
+            ],
+            ef_search_rows(figures),
+            gap=True,
         )
         statement = figures["statement"]
-        faiss_p50 = statement.get("faiss_p50_ms")
-        layer_rows = [
-            [
-                label,
-                statement[key]["recall_at_10"],
-                statement[key]["p50_ms"],
-                statement[key]["p95_ms"],
-                time_ratio(statement[key]["p50_ms"], faiss_p50),
-            ]
-            for label, key in (("bare index query (ids)", "bare"), ("product statement", "product"))
-        ]
-        if "other_storage" in figures:
-            other = figures["other_storage"]
-            layer_rows.append(
-                [
-                    f"product statement, {other['storage']} index",
-                    other["recall_at_10"],
-                    other["p50_ms"],
-                    other["p95_ms"],
-                    time_ratio(other["p50_ms"], faiss_p50),
-                ]
-            )
-        self.stdout.write("")
-        self.stdout.write(
-            table(
-                [
-                    f"at ef_search {statement['ef_search']}",
-                    "recall@10",
-                    "p50 ms",
-                    "p95 ms",
-                    "vs FAISS",
-                ],
-                layer_rows,
-            )
+        printer.table(
+            [f"at ef_search {statement['ef_search']}", "recall@10", "p50 ms", "p95 ms", "vs FAISS"],
+            statement_rows(figures),
+            gap=True,
         )
-        self.stdout.write("")
-        self.stdout.write(
-            table(
-                ["filter", "matching", "recall@10", "p50 ms", "p95 ms", "mean rows", "min rows"],
-                [
-                    [
-                        row["selectivity"],
-                        row["matching_rows"],
-                        row["recall_at_10"],
-                        row["p50_ms"],
-                        row["p95_ms"],
-                        row["mean_rows_returned"],
-                        row["min_rows_returned"],
-                    ]
-                    for row in figures["filtered"]
-                ],
-            )
+        printer.records(
+            figures["filtered"],
+            {
+                "filter": "selectivity",
+                "matching": "matching_rows",
+                "recall@10": "recall_at_10",
+                "p50 ms": "p50_ms",
+                "p95 ms": "p95_ms",
+                "mean rows": "mean_rows_returned",
+                "min rows": "min_rows_returned",
+            },
+            gap=True,
         )
         if "second_model" in figures:
-            second = figures["second_model"]
-            self.stdout.write("")
-            self.stdout.write(
-                table(
-                    ["second model", "ef_search", "recall@10", "p50 ms", "p95 ms", "min rows"],
-                    [
-                        [
-                            f"{second['model']} ({second['dimensions']}-d)",
-                            second["ef_search"],
-                            second["recall_at_10"],
-                            second["p50_ms"],
-                            second["p95_ms"],
-                            second["min_rows_returned"],
-                        ]
-                    ],
-                )
+            printer.records(
+                [figures["second_model"]],
+                {
+                    "second model": lambda second: f"{second['model']} ({second['dimensions']}-d)",
+                    "ef_search": "ef_search",
+                    "recall@10": "recall_at_10",
+                    "p50 ms": "p50_ms",
+                    "p95 ms": "p95_ms",
+                    "min rows": "min_rows_returned",
+                },
+                gap=True,
             )
         if "http" in figures:
             http = figures["http"]
-            self.stdout.write("")
-            self.stdout.write(
-                table(
-                    ["HTTP text search", "p50 ms", "p95 ms"],
-                    [
-                        ["uncached", http["uncached_p50_ms"], http["uncached_p95_ms"]],
-                        ["cached", http["cached_p50_ms"], http["cached_p95_ms"]],
-                    ],
-                )
+            printer.table(
+                ["HTTP text search", "p50 ms", "p95 ms"],
+                [
+                    ["uncached", http["uncached_p50_ms"], http["uncached_p95_ms"]],
+                    ["cached", http["cached_p50_ms"], http["cached_p95_ms"]],
+                ],
+                gap=True,
             )
-        if options["json_path"]:
-            self.stdout.write(f"Wrote {options['json_path']}")
+        printer.save_json(options["json_path"], figures)
+
+
+def index_rows(figures: dict) -> list[list]:
+    """Build time and size of each index measured: the product's, the other storage's,
+    FAISS's and the second model's."""
+    built = [(figures["storage"], figures["index"])]
+    if "other_storage" in figures:
+        built.append((figures["other_storage"]["storage"], figures["other_storage"]["index"]))
+    rows = [[label, index["build_seconds"], index["size_mb"]] for label, index in built]
+    if "faiss" in figures:
+        rows.append(["FAISS HNSWFlat", figures["faiss"]["build_seconds"], "-"])
+    if "second_model" in figures:
+        second = figures["second_model"]
+        rows.append(
+            [
+                f"{second['dimensions']}-d",
+                second["index"]["build_seconds"],
+                second["index"]["size_mb"],
+            ]
+        )
+    return rows
+
+
+def ef_search_rows(figures: dict) -> list[list]:
+    """Per ef_search and for the exact scan: the product's recall and latency beside FAISS's."""
+    faiss = figures.get("faiss", {})
+    faiss_rows = {row["ef_search"]: row for row in faiss.get("ef_search", [])}
+    measured = [
+        (row["ef_search"], row, faiss_rows.get(row["ef_search"])) for row in figures["ef_search"]
+    ]
+    measured.append(("exact scan", figures["exact_scan"], faiss.get("exact_scan")))
+    return [
+        [
+            label,
+            row["recall_at_10"],
+            row["p50_ms"],
+            row["p95_ms"],
+            row["min_rows_returned"],
+            *beside_faiss(row, faiss_row),
+        ]
+        for label, row, faiss_row in measured
+    ]
+
+
+def statement_rows(figures: dict) -> list[list]:
+    """At the shipped ef_search: the bare index query, the product statement, and the product
+    statement on the other storage's index, each against FAISS's time."""
+    statement = figures["statement"]
+    measured = [
+        ("bare index query (ids)", statement["bare"]),
+        ("product statement", statement["product"]),
+    ]
+    if "other_storage" in figures:
+        other = figures["other_storage"]
+        measured.append((f"product statement, {other['storage']} index", other))
+    return [
+        [
+            label,
+            row["recall_at_10"],
+            row["p50_ms"],
+            row["p95_ms"],
+            time_ratio(row["p50_ms"], statement.get("faiss_p50_ms")),
+        ]
+        for label, row in measured
+    ]
 
 
 def beside_faiss(row: dict, faiss: dict | None) -> list:

@@ -1,9 +1,28 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from gallery.offline import benchmarks, serving
+from gallery.offline import serving
+from gallery.offline.reporting import FiguresPrinter, or_dash
 from searchsite.supervisor import DEFAULT_WEB_WORKERS, DEFAULT_WORKERS
 
-HEADERS = ["kind", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors"]
+# The columns of every load table after its first (the kind of request, or the load).
+LOAD_COLUMNS = {
+    "requests": "requests",
+    "req/s": "requests_per_s",
+    "p50 ms": lambda row: or_dash(row["p50_ms"]),
+    "p95 ms": lambda row: or_dash(row["p95_ms"]),
+    "p99 ms": lambda row: or_dash(row["p99_ms"]),
+    "errors": "errors",
+}
+MEMORY_COLUMNS = {
+    "process": "process",
+    "pid": "pid",
+    "towers": lambda row: row["towers"] or "-",
+    "backend": lambda row: row["backend"] or "-",
+    "threads": lambda row: row["threads"] or "-",
+    "torch": lambda row: {True: "yes", False: "no"}.get(row["torch_imported"], "-"),
+    "RSS MiB": "rss_mib",
+    "USS MiB": lambda row: or_dash(row["uss_mib"]),
+}
 
 
 class Command(BaseCommand):
@@ -67,61 +86,35 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             self.stderr.write("Interrupted; the site is stopped and the temporary library dropped.")
             raise SystemExit(130) from None
-        if json_path:
-            benchmarks.write_json(json_path, figures)
-        self._print_setup(figures)
+        printer = FiguresPrinter(self.stdout)
+        self._print_setup(printer, figures)
         for phase in figures["mixed"]:
-            self.stdout.write("")
-            self.stdout.write(
-                f"Mixed load, {phase['concurrency']} client(s), {phase['seconds']} s:"
+            by_kind = [{**row, "kind": kind} for kind, row in phase["kinds"].items()]
+            printer.records(
+                [*by_kind, {**phase["total"], "kind": "total"}],
+                {"kind": "kind", **LOAD_COLUMNS},
+                title=f"Mixed load, {phase['concurrency']} client(s), {phase['seconds']} s:",
+                gap=True,
             )
-            rows = [[kind, *self._figures(row)] for kind, row in phase["kinds"].items()]
-            rows.append(["total", *self._figures(phase["total"])])
-            self.stdout.write(benchmarks.format_table(HEADERS, rows))
-            self._print_errors(phase)
-        self._print_new_text(figures)
-        self.stdout.write("")
-        self.stdout.write("Memory at the end (after text and image searches):")
-        self.stdout.write(
-            benchmarks.format_table(
-                ["process", "pid", "towers", "backend", "threads", "torch", "RSS MiB", "USS MiB"],
-                [self._memory(row) for row in figures["memory"]],
-            )
+            self._print_errors(printer, phase)
+        self._print_new_text(printer, figures)
+        printer.records(
+            figures["memory"],
+            MEMORY_COLUMNS,
+            title="Memory at the end (after text and image searches):",
+            gap=True,
         )
-        if json_path:
-            self.stdout.write(f"Wrote {json_path}")
+        printer.save_json(json_path, figures)
 
-    @staticmethod
-    def _figures(row: dict) -> list:
-        return [
-            row["requests"],
-            row["requests_per_s"],
-            *("-" if row[key] is None else row[key] for key in ("p50_ms", "p95_ms", "p99_ms")),
-            row["errors"],
-        ]
-
-    @staticmethod
-    def _memory(row: dict) -> list:
-        return [
-            row["process"],
-            row["pid"],
-            row["towers"] or "-",
-            row["backend"] or "-",
-            row["threads"] or "-",
-            {True: "yes", False: "no"}.get(row["torch_imported"], "-"),
-            row["rss_mib"],
-            "-" if row["uss_mib"] is None else row["uss_mib"],
-        ]
-
-    def _print_setup(self, figures: dict) -> None:
+    def _print_setup(self, printer: FiguresPrinter, figures: dict) -> None:
         indexing = figures["indexing"]
-        self.stdout.write(
+        printer.line(
             f"{figures['model']} ({figures['weights']} weights) on {figures['cpu_count']} cores: "
             f"{figures['web_workers']} web worker(s) x {figures['threads_per_web_worker']} "
             f"thread(s), {figures['workers']} RQ worker(s) x {figures['threads_per_worker']} "
             "thread(s)"
         )
-        self.stdout.write(
+        printer.line(
             f"{indexing['images']} images imported and indexed at "
             f"{indexing['images_per_s']} images/s"
         )
@@ -133,25 +126,27 @@ class Command(BaseCommand):
             if key in figures:
                 error = f" ({figures[key]['error']})" if figures[key]["error"] else ""
                 first.append(f"{label} {figures[key]['ms']} ms{error}")
-        self.stdout.write("Started: " + ", ".join(first))
+        printer.line("Started: " + ", ".join(first))
 
-    def _print_new_text(self, figures: dict) -> None:
-        self.stdout.write("")
-        self.stdout.write("New text searches only:")
-        rows = [
-            [f"{phase['concurrency']} client(s)", *self._figures(phase["total"])]
-            for phase in figures["new_text_only"]
-        ]
-        self.stdout.write(benchmarks.format_table(["load", *HEADERS[1:]], rows))
+    def _print_new_text(self, printer: FiguresPrinter, figures: dict) -> None:
+        printer.records(
+            [
+                {**phase["total"], "load": f"{phase['concurrency']} client(s)"}
+                for phase in figures["new_text_only"]
+            ],
+            {"load": "load", **LOAD_COLUMNS},
+            title="New text searches only:",
+            gap=True,
+        )
         for phase in figures["new_text_only"]:
-            self._print_errors(phase)
+            self._print_errors(printer, phase)
         if "new_text_scaling" in figures:
             scaling = figures["new_text_scaling"]
-            self.stdout.write(
+            printer.line(
                 f"{scaling['to_concurrency']} clients get {scaling['ratio']}x the new-text "
                 f"throughput of {scaling['from_concurrency']}."
             )
 
-    def _print_errors(self, phase: dict) -> None:
+    def _print_errors(self, printer: FiguresPrinter, phase: dict) -> None:
         for error, count in phase["error_examples"].items():
-            self.stdout.write(f"  {count} x {error}")
+            printer.line(f"  {count} x {error}")

@@ -3,7 +3,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from gallery.indexing.encoder import ModelWeightsUnavailable
-from gallery.offline import benchmarks, datasets, evaluation, report
+from gallery.offline import datasets, evaluation, evaluation_report
+from gallery.offline.reporting import FiguresPrinter
 from gallery.search.feedback import MAX_MARKED_IMAGES
 
 
@@ -93,80 +94,71 @@ class Command(BaseCommand):
         if report_dir is None:
             report_dir = Path("reports") / f"{Path(dataset).stem or dataset}-evaluation"
         try:
-            report.pyplot()  # before minutes of encoding, not after
+            evaluation_report.pyplot()  # before minutes of encoding, not after
         except ImportError as error:
             raise CommandError(str(error)) from None
         try:
             figures = evaluation.run_evaluation(config, report_dir=report_dir)
         except datasets.DatasetError as error:
             raise CommandError(str(error)) from None
-        if json_path:
-            benchmarks.write_json(json_path, figures)
-        info = figures["dataset"]
-        self.stdout.write(
-            f"Model {figures['model']} (weights: {figures['weights']}); dataset {info['name']} "
-            f"({info['images']} images, {info['classes']} classes)"
-        )
-        self.stdout.write(
-            benchmarks.format_table(
-                ["query set", "method", "n", *report.metric_names(ks)], report.table_rows(figures)
-            )
+        printer = FiguresPrinter(self.stdout)
+        printer.save_json(json_path, figures, announce=False)
+        self._print_model_and_dataset(printer, figures)
+        printer.table(
+            ["query set", "method", "n", *evaluation_report.metric_names(ks)],
+            evaluation_report.table_rows(figures),
         )
         zero = figures["zero_shot"]
-        self.stdout.write("")
-        self.stdout.write(
-            benchmarks.format_table(
-                ["zero-shot", "top-1", "top-5"],
-                [
-                    [mode, zero[mode]["top1"], zero[mode]["top5"]]
-                    for mode in ("single prompt", "prompt ensemble")
-                ],
-            )
+        printer.table(
+            ["zero-shot", "top-1", "top-5"],
+            [
+                [mode, zero[mode]["top1"], zero[mode]["top5"]]
+                for mode in ("single prompt", "prompt ensemble")
+            ],
+            gap=True,
         )
         for kind, suggestion in figures["suggested_confidence_thresholds"].items():
-            self.stdout.write(
+            printer.line(
                 f"Suggested {kind} confidence threshold: {suggestion['threshold']:.3f} "
                 f"(F1 {suggestion['f1']:.3f}; SEARCH_{kind.upper()}_CONFIDENCE)"
             )
         if "feedback" in figures:
-            self._print_feedback(figures["feedback"])
-        self.stdout.write(f"Report: {figures['report']}")
+            self._print_feedback(printer, figures["feedback"])
+        printer.line(f"Report: {figures['report']}")
 
-    def _print_feedback(self, feedback: dict) -> None:
+    @staticmethod
+    def _print_model_and_dataset(printer: FiguresPrinter, figures: dict, more: str = "") -> None:
+        info = figures["dataset"]
+        printer.line(
+            f"Model {figures['model']} (weights: {figures['weights']}); dataset {info['name']} "
+            f"({info['images']} images, {info['classes']} classes){more}"
+        )
+
+    @staticmethod
+    def _print_feedback(printer: FiguresPrinter, feedback: dict) -> None:
         weights = feedback["weights"]
-        self.stdout.write("")
-        self.stdout.write(
+        printer.line()
+        printer.line(
             f"Relevance feedback: each round the first {feedback['judged_per_round']} results "
             f"are marked relevant or not from the labels (Rocchio: alpha {weights['alpha']:g}, "
             f"beta {weights['beta']:g}, gamma {weights['gamma']:g}); round 0 is the search "
             "without feedback. Residual mAP leaves out the images judged so far."
         )
-        rows = [
+        printer.records(
             [
-                query_set,
-                row["round"],
-                row["queries"],
-                f"{row['P@10']:.3f}",
-                f"{row['mAP']:.3f}",
-                f"{row['residual mAP']:.3f}",
-                f"{row['first ranking residual mAP']:.3f}",
-            ]
-            for query_set, rounds in feedback["query_sets"].items()
-            for row in rounds
-        ]
-        self.stdout.write(
-            benchmarks.format_table(
-                [
-                    "query set",
-                    "round",
-                    "n",
-                    "P@10",
-                    "mAP",
-                    "residual mAP",
-                    "round 0 residual mAP",
-                ],
-                rows,
-            )
+                {**row, "query set": query_set}
+                for query_set, rounds in feedback["query_sets"].items()
+                for row in rounds
+            ],
+            {
+                "query set": "query set",
+                "round": "round",
+                "n": "queries",
+                "P@10": lambda row: f"{row['P@10']:.3f}",
+                "mAP": lambda row: f"{row['mAP']:.3f}",
+                "residual mAP": lambda row: f"{row['residual mAP']:.3f}",
+                "round 0 residual mAP": lambda row: f"{row['first ranking residual mAP']:.3f}",
+            },
         )
 
     def _compare_backends(self, config, json_path) -> None:
@@ -174,29 +166,21 @@ class Command(BaseCommand):
             figures = evaluation.compare_backends(config)
         except (datasets.DatasetError, ModelWeightsUnavailable) as error:
             raise CommandError(str(error)) from None
-        if json_path:
-            benchmarks.write_json(json_path, figures)
-        info = figures["dataset"]
-        self.stdout.write(
-            f"Model {figures['model']} (weights: {figures['weights']}); dataset {info['name']} "
-            f"({info['images']} images, {info['classes']} classes); exact ranking"
-        )
-        rows = [
+        printer = FiguresPrinter(self.stdout)
+        self._print_model_and_dataset(printer, figures, "; exact ranking")
+        printer.records(
             [
-                query_set,
-                encoder,
-                row["queries"],
-                row["mAP"],
-                f"{row['mAP_change']:+.4f}",
-                f"{row['top10_overlap']:.1%}",
-            ]
-            for query_set, encoders in figures["query_sets"].items()
-            for encoder, row in encoders.items()
-        ]
-        self.stdout.write(
-            benchmarks.format_table(
-                ["query set", "encoder", "n", "mAP", "vs torch fp32", "top-10 overlap"], rows
-            )
+                {**row, "query set": query_set, "encoder": encoder}
+                for query_set, encoders in figures["query_sets"].items()
+                for encoder, row in encoders.items()
+            ],
+            {
+                "query set": "query set",
+                "encoder": "encoder",
+                "n": "queries",
+                "mAP": "mAP",
+                "vs torch fp32": lambda row: f"{row['mAP_change']:+.4f}",
+                "top-10 overlap": lambda row: f"{row['top10_overlap']:.1%}",
+            },
         )
-        if json_path:
-            self.stdout.write(f"Wrote {json_path}")
+        printer.save_json(json_path, figures)

@@ -1,11 +1,11 @@
 """The evaluation's HTML report: metric tables, matplotlib plots and grids of top results."""
 
-import json
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 from gallery.offline.metrics import RECALL_LEVELS
+from gallery.offline.reporting import write_json
 
 MISSING_PLOTTING = (
     "The evaluation report draws its plots with matplotlib, which is not installed: "
@@ -33,6 +33,7 @@ def metric_names(ks) -> list[str]:
 
 
 def table_rows(figures: dict) -> list[list]:
+    """The metric table of the page and of `evaluate`'s printed summary: a row per method."""
     rows = []
     for query_set, methods in figures["query_sets"].items():
         for method, scores in methods.items():
@@ -50,7 +51,7 @@ def table_rows(figures: dict) -> list[list]:
 def write_report(figures: dict, examples: list[dict], report_dir: Path) -> Path:
     report_dir = Path(report_dir)
     (report_dir / "thumbs").mkdir(parents=True, exist_ok=True)
-    (report_dir / "evaluation.json").write_text(json.dumps(figures, indent=2) + "\n")
+    write_json(report_dir / "evaluation.json", figures)
     plots = [
         _pr_curves(figures, report_dir / "precision_recall.png"),
         _metric_bars(figures, report_dir / "metrics.png"),

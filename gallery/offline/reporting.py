@@ -1,0 +1,54 @@
+"""What the benchmark and evaluation commands print and keep: their figures as lines and tables
+(the one table format, gallery/management/tables.py) and as a JSON file."""
+
+import json
+from pathlib import Path
+
+from gallery.management.tables import format_table
+
+
+def write_json(path, figures: dict) -> None:
+    Path(path).write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def or_dash(value):
+    """A figure for a table cell, "-" where there is none."""
+    return "-" if value is None else value
+
+
+def record_rows(records, columns: dict) -> list[list]:
+    """A row per record: `columns` maps each header to the record's key, or to a function of
+    the record for a cell that is formatted or combined."""
+    return [
+        [cell(record) if callable(cell) else record[cell] for cell in columns.values()]
+        for record in records
+    ]
+
+
+class FiguresPrinter:
+    """A command's printed summary: lines, tables (each after an optional blank line and
+    title), and the figures written to the --json file when one was given."""
+
+    def __init__(self, stdout):
+        self.stdout = stdout
+
+    def line(self, text: str = "") -> None:
+        self.stdout.write(text)
+
+    def table(self, headers: list[str], rows: list[list], *, title: str = "", gap=False) -> None:
+        if gap:
+            self.line()
+        if title:
+            self.line(title)
+        self.line(format_table(headers, rows))
+
+    def records(self, records, columns: dict, *, title: str = "", gap=False) -> None:
+        """A table of dicts (figures rows), one column per entry of `columns` (record_rows)."""
+        self.table(list(columns), record_rows(records, columns), title=title, gap=gap)
+
+    def save_json(self, path, figures: dict, *, announce: bool = True) -> None:
+        if not path:
+            return
+        write_json(path, figures)
+        if announce:
+            self.line(f"Wrote {path}")
