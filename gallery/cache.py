@@ -6,23 +6,23 @@ wait for a timeout per call.
 """
 
 import logging
-import time
+
+from gallery.breaker import CircuitBreaker
 
 logger = logging.getLogger(__name__)
 
 CACHE_RETRY_SECONDS = 30
-_skipped_until = 0.0
+cache_breaker = CircuitBreaker(CACHE_RETRY_SECONDS)
 
 
 def cache_call(operation, *args, **kwargs):
     """`operation(*args, **kwargs)`, or None while Redis is failing."""
-    global _skipped_until
-    if time.monotonic() < _skipped_until:
+    if cache_breaker.is_open:
         return None
     try:
         return operation(*args, **kwargs)
     except Exception as error:
-        _skipped_until = time.monotonic() + CACHE_RETRY_SECONDS
+        cache_breaker.trip()
         logger.warning(
             "The Redis cache is unavailable (%s); going on without it for %d s",
             error,
@@ -33,5 +33,4 @@ def cache_call(operation, *args, **kwargs):
 
 def trust_cache_again() -> None:
     """Use the cache at the next call (tests that took Redis away, and put it back)."""
-    global _skipped_until
-    _skipped_until = 0.0
+    cache_breaker.reset()

@@ -14,11 +14,11 @@ import contextvars
 import functools
 import itertools
 import logging
-import threading
-import time
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
+
+from gallery.breaker import CircuitBreaker
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +39,7 @@ _request_writes: contextvars.ContextVar[list | None] = contextvars.ContextVar(
 )
 
 _turns = itertools.count()
-_down_until: dict[str, float] = {}
-_down_lock = threading.Lock()
+_breakers: dict[str, CircuitBreaker] = {}
 
 
 class ReplicaRouter:
@@ -79,18 +78,23 @@ class _ReadConnection:
 read_connection = _ReadConnection()
 
 
+def _breaker(alias: str) -> CircuitBreaker:
+    # setdefault: two threads that find none share the one that is stored.
+    return _breakers.get(alias) or _breakers.setdefault(
+        alias, CircuitBreaker(lambda: settings.DATABASE_REPLICA_RETRY_SECONDS)
+    )
+
+
 def is_down(alias: str) -> bool:
     """Whether this process skips the replica `alias` for now (it failed recently)."""
-    return _down_until.get(alias, 0.0) > time.monotonic()
+    return _breaker(alias).is_open
 
 
 def mark_down(alias: str, error: Exception) -> None:
-    with _down_lock:
-        already = is_down(alias)
-        _down_until[alias] = time.monotonic() + settings.DATABASE_REPLICA_RETRY_SECONDS
+    newly_down = _breaker(alias).trip()
     with contextlib.suppress(*CONNECTION_ERRORS):
         connections[alias].close()
-    if not already:
+    if newly_down:
         logger.warning(
             "Read replica %s does not answer (%s); reading from the others or the primary for %d s",
             alias,
@@ -101,8 +105,8 @@ def mark_down(alias: str, error: Exception) -> None:
 
 def forget_down_replicas() -> None:
     """Try every replica again at the next read (tests; a replica known to be back)."""
-    with _down_lock:
-        _down_until.clear()
+    for breaker in list(_breakers.values()):
+        breaker.reset()
 
 
 def _candidates(skip: str | None = None) -> list[str]:

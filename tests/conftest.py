@@ -33,8 +33,8 @@ def redis_trusted_again():
     from gallery.indexing import queueing, text_reading
 
     yield
-    queueing._queue_skipped_until = 0.0
-    text_reading._queue_skipped_until = 0.0
+    queueing.queue_breaker.reset()
+    text_reading.queue_breaker.reset()
     cache.trust_cache_again()
 
 

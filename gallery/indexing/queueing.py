@@ -15,7 +15,6 @@ import datetime
 import hashlib
 import logging
 import socket
-import time
 
 import django_rq
 import psutil
@@ -24,6 +23,7 @@ from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
+from gallery.breaker import CircuitBreaker
 from gallery.models import EmbeddingModel, Image
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ SCHEDULED_GRACE = datetime.timedelta(minutes=2)
 # After Redis fails, enqueueing is skipped this long: with Redis paused, every upload waited
 # for its timeouts (5 uploads sent together took up to 15 s).
 QUEUE_RETRY_SECONDS = 10
-_queue_skipped_until = 0.0
+queue_breaker = CircuitBreaker(QUEUE_RETRY_SECONDS)
 
 
 def enqueue_encoding(image_ids, *, force: bool = False) -> None:
@@ -56,10 +56,9 @@ def enqueue_now(image_ids, *, force: bool = False, background: bool = False) -> 
     When Redis is unreachable nothing is lost: the images stay `pending` with no queue time,
     and `requeue` queues them later.
     """
-    global _queue_skipped_until
     ids = list(image_ids)
     queued = 0
-    if time.monotonic() < _queue_skipped_until:
+    if queue_breaker.is_open:
         return 0  # Redis failed a moment ago: no upload waits for it again; requeue catches up
     try:
         queue = django_rq.get_queue(settings.ENCODING_QUEUE)
@@ -69,7 +68,7 @@ def enqueue_now(image_ids, *, force: bool = False, background: bool = False) -> 
             Image.objects.filter(pk__in=chunk).update(queued_at=timezone.now())
             queued += len(chunk)
     except RedisError as error:
-        _queue_skipped_until = time.monotonic() + QUEUE_RETRY_SECONDS
+        queue_breaker.trip()
         logger.warning(
             "Queue unreachable (%s): %d images stay pending until `requeue` (`up` runs it "
             "every 30 s); not trying again for %d s.",
@@ -191,13 +190,12 @@ def requeue_lost_images() -> int:
     waiting_ids = set(images_waiting_for_vectors().values_list("pk", flat=True))
     if not waiting_ids:
         return 0
-    global _queue_skipped_until
     try:
         held = images_with_live_jobs(django_rq.get_queue(settings.ENCODING_QUEUE))
     except RedisError as error:
         logger.warning("Queue unreachable (%s): nothing re-queued this time.", error)
         return 0
-    _queue_skipped_until = 0.0  # Redis answered: queue again without waiting
+    queue_breaker.reset()  # Redis answered: queue again without waiting
     forget_recovered_failures(django_rq.get_queue(settings.ENCODING_QUEUE), waiting_ids)
     lost = Image.objects.filter(pk__in=waiting_ids - held)
     waiting = lost.filter(status=Image.Status.PENDING).order_by("pk")

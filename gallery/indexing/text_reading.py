@@ -21,6 +21,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from gallery import storage
+from gallery.breaker import CircuitBreaker
 from gallery.indexing import ocr, queueing
 from gallery.models import Image
 
@@ -36,7 +37,7 @@ REQUEUE_LIMIT = 500
 # Stored text is capped: a poster or a screenshot of a page has a few thousand characters.
 MAX_TEXT_LENGTH = 20_000
 QUEUE_RETRY_SECONDS = 10
-_queue_skipped_until = 0.0
+queue_breaker = CircuitBreaker(QUEUE_RETRY_SECONDS)
 
 
 def reading_job_id(image_id: int) -> str:
@@ -69,8 +70,7 @@ def _queue_unread(ids: list[int]) -> None:
 def queue_reading(image_ids) -> int:
     """One OCR job per image, at the back of OCR_QUEUE; returns how many were queued (or
     already waiting). With Redis unreachable, nothing is queued and nothing fails."""
-    global _queue_skipped_until
-    if time.monotonic() < _queue_skipped_until:
+    if queue_breaker.is_open:
         return 0
     queued = 0
     try:
@@ -86,7 +86,7 @@ def queue_reading(image_ids) -> int:
             )
             queued += 1
     except RedisError as error:
-        _queue_skipped_until = time.monotonic() + QUEUE_RETRY_SECONDS
+        queue_breaker.trip()
         logger.warning("Queue unreachable (%s): OCR waits for `requeue`.", error)
     return queued
 
@@ -94,7 +94,6 @@ def queue_reading(image_ids) -> int:
 def requeue_unread_images(*, limit: int = REQUEUE_LIMIT) -> int:
     """Queue OCR for indexed images never read that no live job holds (a lost job, Redis was
     down, or images indexed before OCR existed), up to `limit` jobs waiting at once."""
-    global _queue_skipped_until
     if not settings.OCR_ENABLED:
         return 0
     try:
@@ -106,7 +105,7 @@ def requeue_unread_images(*, limit: int = REQUEUE_LIMIT) -> int:
     except RedisError as error:
         logger.warning("Queue unreachable (%s): no OCR re-queued this time.", error)
         return 0
-    _queue_skipped_until = 0.0
+    queue_breaker.reset()
     unread = images_to_read().exclude(pk__in=held).order_by("pk")
     return queue_reading(list(unread.values_list("pk", flat=True)[:room]))
 
