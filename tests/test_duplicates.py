@@ -13,7 +13,7 @@ from gallery.indexing import encoding
 from gallery.library import duplicates, perceptual_hash
 from gallery.library.ingest import ingest_image
 from gallery.models import Embedding, Image
-from gallery.offline.near_duplicates import encoded, photo_like, variant
+from gallery.offline.duplicate_images import encoded, photo_like, variant
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
