@@ -5,6 +5,8 @@ API raise these; gallery/web/responses.py renders them as the JSON error or the 
 Below every other module of the project: it imports nothing of it.
 """
 
+from django.core.exceptions import PermissionDenied
+
 
 class UserError(Exception):
     """Something the caller can read and act on. `message` is shown as is; `parameter` names the
@@ -13,11 +15,13 @@ class UserError(Exception):
     status = 400
     default_headers: dict[str, str] = {}
 
-    def __init__(self, message: str, parameter: str | None = None, *, headers=None):
+    def __init__(self, message: str, parameter: str | None = None, *, headers=None, status=None):
         super().__init__(message)
         self.message = message
         self.parameter = parameter
         self.headers = {**self.default_headers, **(headers or {})}
+        if status is not None:
+            self.status = status
 
     def as_json(self) -> dict:
         return {"error": {"parameter": self.parameter, "message": self.message}}
@@ -34,8 +38,9 @@ class NotLoggedIn(UserError):
     default_headers = {"WWW-Authenticate": 'Bearer realm="visual-search"'}
 
 
-class NotAllowed(UserError):
-    """The caller may not do this: 403."""
+class NotAllowed(UserError, PermissionDenied):
+    """The caller may not do this: 403. A PermissionDenied too, so Django's own checks and
+    code that expects one treat it alike."""
 
     status = 403
 

@@ -113,7 +113,7 @@ MIDDLEWARE = [
     "gallery.web.access.SiteAccessMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "gallery.web.middleware.DatabaseUnavailableMiddleware",
+    "gallery.web.middleware.ErrorResponseMiddleware",
     # Last, as django-axes asks: it turns a locked-out login into the lockout page.
     "axes.middleware.AxesMiddleware",
 ]

@@ -1,7 +1,7 @@
 """Changing images already in the library: edit caption and tags, tag many at once, retry
 failed ones, and delete them with their vectors and files.
 
-Every service takes the person acting as `by` and raises PermissionDenied (views answer 403)
+Every service takes the person acting as `by` and raises NotAllowed (a PermissionDenied: 403)
 before changing anything when one of the images is not theirs to change (see
 permissions.py). Deleting removes the rows in one transaction and the files only after it
 commits, so a rolled-back delete never loses a file; a file that cannot be removed then is
@@ -12,13 +12,12 @@ import logging
 
 import django_rq
 from django.conf import settings
-from django.core.exceptions import PermissionDenied
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from redis.exceptions import RedisError
 
-from gallery.errors import InvalidInput
+from gallery.errors import InvalidInput, NotAllowed
 from gallery.indexing import queueing
 from gallery.library.permissions import can_change_image
 from gallery.library.tags import InvalidTagName, clean_tag_names, parse_tag_names, tags_named
@@ -62,9 +61,9 @@ def _images_to_change(images, by) -> list[Image]:
     refused = [row.pk for row in rows if not can_change_image(by, row)]
     if refused:
         if by is None or not by.is_authenticated:
-            raise PermissionDenied("Log in to change images.")
+            raise NotAllowed("Log in to change images.")
         listed = ", ".join(map(str, refused[:10])) + (" ..." if len(refused) > 10 else "")
-        raise PermissionDenied(
+        raise NotAllowed(
             f"You may change only images you uploaded; not yours: {listed}. Nothing was changed."
         )
     return rows

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.db.models import F
 from django.db.models.functions import Coalesce, TruncDate
 
+from gallery.errors import InvalidInput
 from gallery.models import Image
 
 
@@ -19,6 +20,8 @@ def browse_images(
 ):
     """The gallery: newest first, optionally only one indexing status, one tag (any case)
     and a range of days taken (inclusive, the photo's own day as search compares it)."""
+    if after and before and after > before:
+        raise InvalidInput(f"The date range is reversed: {after} is after {before}.", "after")
     images = Image.objects.prefetch_related("tags")
     if status in Image.Status.values:
         images = images.filter(status=status)

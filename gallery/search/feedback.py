@@ -13,11 +13,7 @@ import numpy as np
 from django.conf import settings
 
 from gallery.models import Embedding, Image
-from gallery.search.request import SearchError
-
-# Marks accumulate over rounds and pages and travel in the URL: enough for any person, short
-# enough for an address.
-MAX_MARKED_IMAGES = 200
+from gallery.search.request import MAX_MARKED_IMAGES, SearchError
 
 
 def rocchio(

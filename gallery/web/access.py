@@ -10,11 +10,12 @@ Always open: `/healthz`, `/favicon.ico`, the login and logout pages, static file
 
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
-from django.http import JsonResponse
 from django.urls import reverse
 
 from gallery.accounts import tokens
+from gallery.errors import NotLoggedIn
 from gallery.web.middleware import DATABASE_ERRORS, database_unavailable_response
+from gallery.web.responses import error_response
 
 LOGIN_NEEDED = "Log in, or send an API token: Authorization: Bearer <token>."
 BAD_TOKEN = "This API token is not valid: it was revoked, mistyped, or its user is inactive."
@@ -30,14 +31,6 @@ def bearer_secret(request) -> str | None:
 
 def is_api_path(path: str) -> bool:
     return path.startswith("/api/")
-
-
-def unauthorized(message: str) -> JsonResponse:
-    return JsonResponse(
-        {"error": {"parameter": None, "message": message}},
-        status=401,
-        headers={"WWW-Authenticate": 'Bearer realm="visual-search"'},
-    )
 
 
 class SiteAccessMiddleware:
@@ -64,7 +57,8 @@ class SiteAccessMiddleware:
         if secret is not None and not path.startswith(self._admin_path):
             token = tokens.token_for_secret(secret)
             if token is None:
-                return unauthorized(BAD_TOKEN)
+                # A bearer token comes from a script, whatever the address: JSON.
+                return error_response(request, NotLoggedIn(BAD_TOKEN), as_json=True)
             _authenticate(request, token)
             return None
         if settings.SITE_ACCESS == "public" or path.startswith(self._open_paths):
@@ -72,7 +66,7 @@ class SiteAccessMiddleware:
         if request.user.is_authenticated:
             return None
         if is_api_path(path):
-            return unauthorized(LOGIN_NEEDED)
+            return error_response(request, NotLoggedIn(LOGIN_NEEDED))
         return redirect_to_login(request.get_full_path())
 
     def _resolve_paths(self) -> None:

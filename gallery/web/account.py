@@ -3,11 +3,11 @@
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponseForbidden
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from gallery.accounts import tokens
+from gallery.errors import NotAllowed
 from gallery.models import ApiToken
 
 TOKENS_NEED_A_SESSION = "API tokens are managed from a logged-in browser, not with a token."
@@ -24,7 +24,7 @@ class TokenForm(forms.Form):
 @require_http_methods(["GET", "POST"])
 def account(request):
     if getattr(request, "api_token", None) is not None:
-        return HttpResponseForbidden(TOKENS_NEED_A_SESSION)
+        raise NotAllowed(TOKENS_NEED_A_SESSION)
     form = TokenForm(request.POST or None)
     context = {"form": form, "new_token": None, "new_secret": None}
     status = 200
@@ -52,7 +52,7 @@ def account(request):
 @require_POST
 def revoke_token(request, pk: int):
     if getattr(request, "api_token", None) is not None:
-        return HttpResponseForbidden(TOKENS_NEED_A_SESSION)
+        raise NotAllowed(TOKENS_NEED_A_SESSION)
     token = get_object_or_404(tokens.user_tokens(request.user), pk=pk)
     tokens.revoke_api_tokens(tokens=ApiToken.objects.filter(pk=token.pk))
     messages.success(request, f"Revoked the token {token.name!r} ({token.prefix}…).")

@@ -3,17 +3,17 @@ again", and "keep this one, delete the others" for each group."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from gallery.errors import NotAllowed
 from gallery.library import duplicates, lifecycle
 from gallery.web.forms import DuplicateKeepForm
 
 
 def _staff_only(request) -> None:
     if not (request.user.is_staff or request.user.is_superuser):
-        raise PermissionDenied("Only staff may review near-duplicates.")
+        raise NotAllowed("Only staff may review near-duplicates.")
 
 
 @login_required

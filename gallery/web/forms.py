@@ -3,16 +3,30 @@
 from urllib.parse import urlencode
 
 from django import forms
+from django.conf import settings
 
 from gallery.library.tags import InvalidTagName, parse_tag_names
 from gallery.models import Image
+from gallery.search.request import marked_image_ids, tag_filter_names
+
+
+class SiteForm(forms.Form):
+    """A form whose errors the API and the messages framework can show."""
+
+    def first_error(self) -> tuple[str, str]:
+        """The first error as (field name, or "__all__"; message)."""
+        name, errors = next(iter(self.errors.items()))
+        return name, " ".join(errors)
+
+    def error_text(self) -> str:
+        return " ".join(message for errors in self.errors.values() for message in errors)
 
 
 class MultipleFileInput(forms.ClearableFileInput):
     allow_multiple_selected = True
 
 
-class UploadForm(forms.Form):
+class UploadForm(SiteForm):
     files = forms.FileField(
         # The extensions too: file pickers that know no MIME type for HEIC would hide it.
         widget=MultipleFileInput(attrs={"accept": "image/*,.heic,.heif,.avif", "multiple": True}),
@@ -42,10 +56,6 @@ class UploadForm(forms.Form):
         return cleaned
 
 
-def _names(text: str) -> list[str]:
-    return [" ".join(part.split()) for part in text.split(",") if part.strip()]
-
-
 class MarkedImagesInput(forms.HiddenInput):
     """Image ids as `more=3,5` or repeated (`more=3&more=5`, what checkboxes send): joined."""
 
@@ -60,18 +70,13 @@ class MarkedImagesField(forms.Field):
     widget = MarkedImagesInput
 
     def to_python(self, value) -> list[int]:
-        from gallery.search.feedback import MAX_MARKED_IMAGES
-
-        parts = [part.strip() for part in (value or "").split(",") if part.strip()]
-        if not all(part.isdigit() and int(part) > 0 for part in parts):
-            raise forms.ValidationError("Give image ids separated by commas, like 12,40.")
-        ids = sorted({int(part) for part in parts})
-        if len(ids) > MAX_MARKED_IMAGES:
-            raise forms.ValidationError(f"Mark at most {MAX_MARKED_IMAGES} images.")
-        return ids
+        try:
+            return marked_image_ids(value)
+        except ValueError as error:
+            raise forms.ValidationError(str(error)) from None
 
 
-class SearchForm(forms.Form):
+class SearchForm(SiteForm):
     """Search parameters, shared by the search page and GET/POST /api/search."""
 
     q = forms.CharField(required=False, strip=False, label="Search")
@@ -107,7 +112,10 @@ class SearchForm(forms.Form):
     )
     page = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
     page_size = forms.IntegerField(
-        required=False, min_value=1, max_value=100, widget=forms.HiddenInput
+        required=False,
+        min_value=1,
+        max_value=settings.SEARCH_MAX_PAGE_SIZE,
+        widget=forms.HiddenInput,
     )
     like = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
     image_token = forms.CharField(required=False, widget=forms.HiddenInput, max_length=64)
@@ -122,44 +130,14 @@ class SearchForm(forms.Form):
     more = MarkedImagesField(required=False)
     less = MarkedImagesField(required=False)
 
-    def search_request(self, **extra):
-        from django.conf import settings
+    def clean_tags_any(self) -> list[str]:
+        return tag_filter_names(self.cleaned_data["tags_any"])
 
-        from gallery.search.request import SearchRequest
+    def clean_tags_all(self) -> list[str]:
+        return tag_filter_names(self.cleaned_data["tags_all"])
 
-        data = self.cleaned_data
-        return SearchRequest(
-            text=data["q"] or "",
-            like_image_id=data["like"],
-            more_ids=data["more"],
-            less_ids=data["less"],
-            tags_any=_names(data["tags_any"]),
-            tags_all=_names(data["tags_all"]),
-            tags_not=_names(data["tags_not"]),
-            after=data["after"],
-            before=data["before"],
-            min_score=data["min_score"],
-            sort=data["sort"] or "relevance",
-            mode=data["mode"] or "",
-            page=data["page"] or 1,
-            page_size=data["page_size"] or settings.SEARCH_PAGE_SIZE,
-            collapse_duplicates=data["duplicates"] != "show",
-            **extra,
-        )
-
-    def is_blank(self) -> bool:
-        data = self.cleaned_data
-        return not (
-            (data["q"] or "").strip()
-            or data["like"]
-            or data["image_token"]
-            or data["image"]
-            or data["more"]
-        )
-
-    def first_error(self) -> tuple[str, str]:
-        name, errors = next(iter(self.errors.items()))
-        return name, " ".join(errors)
+    def clean_tags_not(self) -> list[str]:
+        return tag_filter_names(self.cleaned_data["tags_not"])
 
 
 # -- the library: editing, selecting and filtering images ------------------------------------
@@ -172,7 +150,7 @@ def _tag_names_field(form: forms.Form) -> list[str]:
         raise forms.ValidationError(str(error)) from None
 
 
-class ImageEditForm(forms.Form):
+class ImageEditForm(SiteForm):
     caption = forms.CharField(
         required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 3})
     )
@@ -207,7 +185,7 @@ class ImageIdsField(forms.Field):
         return ids
 
 
-class ImageSelectionForm(forms.Form):
+class ImageSelectionForm(SiteForm):
     """What to do with the images checked in the gallery."""
 
     images = ImageIdsField(error_messages={"required": "Select at least one image first."})
@@ -225,11 +203,8 @@ class ImageSelectionForm(forms.Form):
             self.add_error("tags", "Type the tags to add to the selected images.")
         return cleaned
 
-    def error_text(self) -> str:
-        return " ".join(message for errors in self.errors.values() for message in errors)
 
-
-class GalleryFilterForm(forms.Form):
+class GalleryFilterForm(SiteForm):
     """The gallery's filters; also what paging links and the selection's return carry."""
 
     tag = forms.CharField(required=False, max_length=64, label="Tag")
@@ -279,7 +254,7 @@ class GalleryFilterForm(forms.Form):
         return bool(self.filters())
 
 
-class DuplicateKeepForm(forms.Form):
+class DuplicateKeepForm(SiteForm):
     """Keep this one, delete the others: the action on a group of near-duplicates."""
 
     keep = forms.IntegerField(min_value=1)

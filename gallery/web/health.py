@@ -1,9 +1,11 @@
-"""Liveness of the services the site depends on (used by `up` and container healthchecks)."""
+"""Liveness of the services the site depends on: /healthz, always JSON (read by `up`,
+container healthchecks and load balancers)."""
 
 import os
 
 import django_rq
 from django.db import connection
+from django.http import JsonResponse
 
 from gallery.indexing.encoder import loaded_encoders, torch_imported
 from gallery.indexing.progress import model_health
@@ -36,3 +38,8 @@ def check_services() -> dict:
     }
     report["ok"] = report["database"] and report["queue"]
     return report
+
+
+def healthz(request):
+    report = check_services()
+    return JsonResponse(report, status=200 if report["ok"] else 503)

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.http import HttpRequest, HttpResponse
 from django_ratelimit.core import get_usage, user_or_ip
 
 from gallery.cache import cache_call
+from gallery.errors import TooManyRequests
+from gallery.web.responses import error_response
 
 
 def client_ip(request) -> str:
@@ -126,26 +127,8 @@ def _too_many(request, limit: RateLimit, rate: str, wait: int) -> HttpResponse:
         f"Too many {limit.what}: each client may send {_per(rate)}. "
         f"Try again in {wait} second{'s' if wait != 1 else ''}."
     )
-    return too_many_requests(
-        request, message, wait, heading=f"Too many {limit.what}", parameter=limit.parameter
-    )
-
-
-def too_many_requests(
-    request, message: str, retry_after: int, *, heading: str, parameter: str | None = None
-) -> HttpResponse:
-    """A 429 with Retry-After: the API's JSON error, or a short page."""
-    headers = {"Retry-After": str(retry_after)}
-    if request.path.startswith("/api/") or (
-        request.accepts("application/json") and not request.accepts("text/html")
-    ):
-        return JsonResponse(
-            {"error": {"parameter": parameter, "message": message}}, status=429, headers=headers
-        )
-    context = {"heading": heading, "message": message}
-    response = render(request, "too_many_requests.html", context, status=429)
-    response["Retry-After"] = headers["Retry-After"]
-    return response
+    error = TooManyRequests(message, limit.parameter, retry_after=wait)
+    return error_response(request, error, heading=f"Too many {limit.what}")
 
 
 # -- failed logins (django-axes) -------------------------------------------------------------
@@ -164,4 +147,5 @@ def login_locked_out(request, original_response=None, credentials=None) -> HttpR
         f"Too many failed logins for {username} from your address: try again in "
         f"{minutes} minute{'s' if minutes != 1 else ''}. Other accounts can still log in."
     )
-    return too_many_requests(request, message, seconds, heading="Login paused")
+    error = TooManyRequests(message, retry_after=seconds)
+    return error_response(request, error, heading="Login paused")

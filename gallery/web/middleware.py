@@ -1,12 +1,14 @@
-"""A lost database is a 503 people can read, not Django's bare "Server Error (500)"."""
+"""Errors that escape a view become answers people and scripts can read, never Django's bare
+"Server Error (500)": a gallery.errors.UserError as itself, a lost database as a 503."""
 
 import logging
 import threading
 import time
 
 from django.db import InterfaceError, OperationalError
-from django.http import HttpResponse, JsonResponse
-from django.template.loader import render_to_string
+
+from gallery.errors import Unavailable, UserError
+from gallery.web.responses import error_response
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +22,7 @@ MESSAGE = "The library's database is unavailable right now; try again in a momen
 DATABASE_ERRORS = (OperationalError, InterfaceError)
 
 
-class DatabaseUnavailableMiddleware:
+class ErrorResponseMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
 
@@ -28,26 +30,18 @@ class DatabaseUnavailableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request, exception):
-        if not isinstance(exception, DATABASE_ERRORS):
-            return None
-        return database_unavailable_response(request, exception)
+        if isinstance(exception, UserError):
+            return error_response(request, exception)
+        if isinstance(exception, DATABASE_ERRORS):
+            return database_unavailable_response(request, exception)
+        return None
 
 
-def database_unavailable_response(request, exception) -> HttpResponse:
+def database_unavailable_response(request, exception):
     """The 503 for a request the database could not answer; also used by middleware that
     reads the database before any view runs (sessions, API tokens)."""
     _log(exception)
-    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
-    if request.path.startswith("/api/") or (
-        request.accepts("application/json") and not request.accepts("text/html")
-    ):
-        response = JsonResponse(
-            {"error": {"parameter": None, "message": MESSAGE}}, status=503, headers=headers
-        )
-    else:
-        # Rendered without the request: context processors would reach for the database.
-        page = render_to_string("unavailable.html", {"message": MESSAGE})
-        response = HttpResponse(page, status=503, headers=headers)
+    response = error_response(request, Unavailable(MESSAGE, retry_after=RETRY_AFTER_SECONDS))
     response._has_been_logged = True  # logged above, once per interval; not per request
     return response
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from gallery.web import account, duplicates, views
+from gallery.web import account, duplicates, health, views
 
 urlpatterns = [
     path("", views.gallery, name="gallery"),
@@ -14,8 +14,7 @@ urlpatterns = [
     path("duplicates/", duplicates.duplicates_page, name="duplicates"),
     path("duplicates/keep/", duplicates.duplicates_keep, name="duplicates_keep"),
     path("duplicates/scan/", duplicates.duplicates_scan, name="duplicates_scan"),
-    path("api/search", views.api_search, name="api_search"),
-    path("healthz", views.healthz, name="healthz"),
+    path("healthz", health.healthz, name="healthz"),
     path("account/", account.account, name="account"),
     path("account/tokens/<int:pk>/revoke/", account.revoke_token, name="revoke_token"),
 ]

@@ -1,11 +1,11 @@
-"""Thin views: parse the request, call one selector or service, render."""
+"""The pages (HTML only; the JSON API is gallery/web/api/): parse the request, call one
+selector or service, render."""
 
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import JsonResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
@@ -14,14 +14,14 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 from django.views.static import serve
 
-from gallery.indexing import encoder, progress
+from gallery.errors import InvalidInput, NotAllowed, Unavailable
+from gallery.indexing import progress
 from gallery.library import ingest, lifecycle, permissions, selectors, validation
 from gallery.models import Image
 from gallery.replicas import reads_from_replica
-from gallery.search import query_vectors, selector
 from gallery.search.query_syntax import SYNTAX_HELP
-from gallery.search.request import SearchError
-from gallery.web import health
+from gallery.web import searching
+from gallery.web.api.images import upload_json
 from gallery.web.forms import (
     GalleryFilterForm,
     ImageEditForm,
@@ -30,6 +30,7 @@ from gallery.web.forms import (
     UploadForm,
 )
 from gallery.web.limits import limit_search_rate
+from gallery.web.responses import wants_json
 
 GALLERY_PAGE_SIZE = 48
 
@@ -75,8 +76,8 @@ def image_detail(request, pk: int):
     return _image_page(request, image)
 
 
-# Changing images: POST only, CSRF-checked. The services refuse (PermissionDenied, which
-# Django answers with 403) whatever `request.user` may not change, before changing anything.
+# Changing images: POST only, CSRF-checked. The services refuse (NotAllowed, answered 403)
+# whatever `request.user` may not change, before changing anything.
 
 
 @login_required
@@ -85,7 +86,7 @@ def image_edit(request, pk: int):
     image = get_object_or_404(Image.objects.prefetch_related("tags"), pk=pk)
     form = ImageEditForm(request.POST)
     if not permissions.can_change_image(request.user, image):
-        raise PermissionDenied("You may change only images you uploaded.")
+        raise NotAllowed("You may change only images you uploaded.")
     if not form.is_valid():
         return _image_page(request, image, edit_form=form, status=400)
     try:
@@ -167,15 +168,6 @@ def serve_media(request, path: str):
     return response
 
 
-def healthz(request):
-    report = health.check_services()
-    return JsonResponse(report, status=200 if report["ok"] else 503)
-
-
-def _wants_json(request) -> bool:
-    return request.accepts("application/json") and not request.accepts("text/html")
-
-
 @login_required
 @require_http_methods(["GET", "POST"])
 def upload(request):
@@ -192,7 +184,7 @@ def upload(request):
         oversized=getattr(request, "oversized_uploads", []),
     )
     if not form.is_valid():
-        if _wants_json(request):
+        if wants_json(request):
             return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
         return render(request, "gallery/upload.html", {"form": form, **limits}, status=400)
     results = ingest.ingest_uploads(
@@ -202,84 +194,25 @@ def upload(request):
         tag_names=form.cleaned_data["tags"],
         caption=form.cleaned_data["caption"],
     )
-    if _wants_json(request):
-        return JsonResponse({"results": [_upload_result_json(result) for result in results]})
+    if wants_json(request):  # the upload page's script, and scripts: the API's answer
+        return JsonResponse(upload_json(request, results))
     context = {"form": UploadForm(), "results": results, **limits}
     return render(request, "gallery/upload.html", context)
-
-
-def _upload_result_json(result: ingest.IngestResult) -> dict:
-    data = {
-        "filename": result.filename,
-        "ok": result.ok,
-        "error": result.error,
-        "notes": result.notes,
-        "created": result.created,
-    }
-    if result.image is not None:
-        data["image"] = {
-            "id": result.image.pk,
-            "thumbnail_url": result.image.thumbnail.url if result.image.thumbnail else None,
-            "status": result.image.status,
-        }
-    return data
 
 
 # -- search ----------------------------------------------------------------------------------
 
 
-def _query_image(form: SearchForm) -> tuple[object, str]:
-    """The query image's vector and token: encoded once when uploaded, then recalled."""
-    token = form.cleaned_data["image_token"]
-    if form.cleaned_data["image"] is not None:
-        vector = query_vectors.query_image_vector(form.cleaned_data["image"].read())
-        return vector, query_vectors.remember_query_image(vector)
-    if token:
-        return query_vectors.recall_query_image(token), token
-    return None, ""
-
-
-def _search(form: SearchForm) -> tuple[selector.SearchResults, str]:
-    """Run a valid form's search; returns the results and the query image's token, if any."""
-    vector, token = _query_image(form)
-    return selector.search_images(form.search_request(image_vector=vector)), token
-
-
-def _pageable(form: SearchForm, token: str) -> bool:
-    """Whether other pages can repeat this search: not when a query image could not be kept
-    (Redis unavailable), since a page without it would search for something else."""
-    return bool(token) or form.cleaned_data.get("image") is None
-
-
-# Not carried by links as sent: the marks are rewritten as one comma-separated list each.
-UNCARRIED = {"page", "image", "image_token", "csrfmiddlewaretoken", "more", "less"}
-
-
-def _search_params(form: SearchForm, token: str, *, marks: bool = True) -> dict:
-    """The search's parameters as links carry them, without a page: the filters, the query
-    image's token and (unless `marks` is false) the relevance feedback marks."""
-    params = {name: value for name, value in form.data.items() if name not in UNCARRIED and value}
-    for name in ("more", "less") if marks else ():
-        if form.cleaned_data.get(name):
-            params[name] = ",".join(str(pk) for pk in form.cleaned_data[name])
-    if token:
-        params["image_token"] = token
-    return params
-
-
-def _paging_query(form: SearchForm, token: str, page: int) -> str:
-    return urlencode({**_search_params(form, token), "page": page})
-
-
-def _feedback_context(form: SearchForm, token: str, results) -> dict:
+def _feedback_context(found: searching.Search) -> dict:
     """What the results' "Refine" form needs: the search to repeat, the marks, and the marks
     on images this page does not show (kept as hidden fields, so marks accumulate)."""
-    more, less = form.cleaned_data.get("more") or [], form.cleaned_data.get("less") or []
-    shown = {hit.image.pk for hit in results.hits} | {form.cleaned_data.get("like")}
-    unmarked = _search_params(form, token, marks=False)
+    values = found.values
+    more, less = values.get("more") or [], values.get("less") or []
+    shown = {hit.image.pk for hit in found.results.hits} | {values.get("like")}
+    unmarked = found.link_params(marks=False)
     return {
         "feedback": True,
-        "feedback_like": form.cleaned_data.get("like"),
+        "feedback_like": values.get("like"),
         "feedback_fields": list(unmarked.items()),
         "marked_more": set(more),
         "marked_less": set(less),
@@ -289,18 +222,18 @@ def _feedback_context(form: SearchForm, token: str, results) -> dict:
     }
 
 
-def _duplicates_context(form: SearchForm, token: str, results, *, pageable: bool) -> dict:
+def _duplicates_context(found: searching.Search) -> dict:
     """How many near-duplicates this page folded, and the link that shows or folds them."""
-    shown = form.cleaned_data["duplicates"] == "show"
-    params = {**_search_params(form, token), "page": results.page}
+    shown = found.values["duplicates"] == "show"
+    params = found.link_params(page=found.results.page)
     if shown:
         params.pop("duplicates", None)
     else:
         params["duplicates"] = "show"
     return {
-        "duplicates_folded": sum(len(hit.similar) for hit in results.hits),
+        "duplicates_folded": sum(len(hit.similar) for hit in found.results.hits),
         "duplicates_shown": shown,
-        "duplicates_toggle_query": urlencode(params) if pageable else "",
+        "duplicates_toggle_query": urlencode(params) if found.pageable else "",
     }
 
 
@@ -319,123 +252,37 @@ def search_page(request):
         return render(request, "gallery/search.html", context)
     if not form.is_valid():
         return render(request, "gallery/search.html", context, status=400)
-    if form.is_blank():
+    values, image_file = form.cleaned_data, form.cleaned_data["image"]
+    if searching.is_blank(values, image_file):
         form.add_error("q", "Type something to search for, or give a query image.")
         return render(request, "gallery/search.html", context, status=400)
     try:
         if request.method == "POST":
             # Only encode the posted image; the GET after the redirect searches (once).
             # Paging and sharing use GET; the uploaded image is remembered by its token.
-            vector, token = _query_image(form)
+            vector, token = searching.encode_query_image(values, image_file)
             if token:
-                page = form.cleaned_data["page"] or 1
-                return redirect(reverse("search") + "?" + _paging_query(form, token, page))
+                params = searching.link_params(form.data, values, token, page=values["page"] or 1)
+                return redirect(reverse("search") + "?" + urlencode(params))
             # Redis could not keep the image for paging: answer this page at once.
-            results = selector.search_images(form.search_request(image_vector=vector))
+            found = searching.run_search(values, form.data, image_file, query_image=(vector, ""))
         else:
-            results, token = _search(form)
-    except SearchError as error:
+            found = searching.run_search(values, form.data)
+    except InvalidInput as error:
         form.add_error(error.parameter if error.parameter in form.fields else None, str(error))
         return render(request, "gallery/search.html", context, status=400)
-    except encoder.ModelWeightsUnavailable as error:
+    except Unavailable as error:
         # A set-up problem, not the user's: say what the administrator has to do.
         form.add_error(None, f"Search is unavailable: {error}")
         return render(request, "gallery/search.html", context, status=503)
-    pageable = _pageable(form, token)
     context.update(
-        results=results,
-        previous_query=_paging_query(form, token, results.page - 1)
-        if pageable and results.page > 1
-        else "",
-        next_query=_paging_query(form, token, results.page + 1)
-        if pageable and results.has_next
-        else "",
-        query_image_token=token,
-        query_image_unkept=not pageable,
+        results=found.results,
+        previous_query=found.previous_query,
+        next_query=found.next_query,
+        query_image_token=found.token,
+        query_image_unkept=not found.pageable,
     )
-    if pageable:
-        context.update(_feedback_context(form, token, results))
-    context.update(_duplicates_context(form, token, results, pageable=pageable))
+    if found.pageable:
+        context.update(_feedback_context(found))
+    context.update(_duplicates_context(found))
     return render(request, "gallery/search.html", context)
-
-
-def _api_error(parameter: str, message: str) -> JsonResponse:
-    return JsonResponse({"error": {"parameter": parameter, "message": message}}, status=400)
-
-
-@csrf_exempt  # a read-only query endpoint, used by scripts without a session
-@require_http_methods(["GET", "POST"])
-def api_search(request):
-    """The first search API, kept as it was; /api/v1/search answers the same way."""
-    return search_json_response(request, url_name="api_search")
-
-
-@limit_search_rate  # here, so both /api/search and /api/v1/search are counted
-@reads_from_replica
-def search_json_response(request, *, url_name: str) -> JsonResponse:
-    """The JSON answer to a search sent as query parameters (GET) or form fields and an
-    image file (POST); links to other pages point at the URL named `url_name`."""
-    form = SearchForm(request.GET if request.method == "GET" else request.POST, request.FILES)
-    if not form.is_valid():
-        return _api_error(*form.first_error())
-    if form.is_blank():
-        return _api_error("q", "Give q (text), like (an image id) or an image file.")
-    try:
-        results, token = _search(form)
-    except SearchError as error:
-        return _api_error(error.parameter, str(error))
-    except encoder.ModelWeightsUnavailable as error:
-        return JsonResponse({"error": {"parameter": None, "message": str(error)}}, status=503)
-    base = request.build_absolute_uri(reverse(url_name)) + "?"
-    return JsonResponse(
-        {
-            "results": [_hit_json(request, hit) for hit in results.hits],
-            "page": results.page,
-            "page_size": results.page_size,
-            "has_next": results.has_next,
-            "next": base + _paging_query(form, token, results.page + 1)
-            if results.has_next and _pageable(form, token)
-            else None,
-            "previous": base + _paging_query(form, token, results.page - 1)
-            if results.page > 1 and _pageable(form, token)
-            else None,
-            "image_token": token or None,
-            "mode": results.mode,
-            # Sorted by date: how many results the date order covers (null by relevance).
-            "sorted_among": results.sorted_among,
-            "best_score": results.best_score,
-            "confident": results.confident,
-            "confidence_threshold": results.confidence_threshold,
-            "duplicates": form.cleaned_data["duplicates"] or "collapse",
-            "message": results.empty_reason
-            or ("" if results.confident or not results.hits else "No confident match."),
-        }
-    )
-
-
-def _hit_json(request, hit: selector.Hit) -> dict:
-    image = hit.image
-    return {
-        "id": image.pk,
-        # What orders the results in this mode: cosine similarity (semantic), reciprocal rank
-        # fusion (hybrid) or ts_rank_cd (keyword); the ranks say where the hit came from.
-        "score": round(hit.score, 6),
-        "matched_by": hit.matched_by,
-        "semantic_rank": hit.semantic_rank,
-        "keyword_rank": hit.keyword_rank,
-        "similarity": None if hit.similarity is None else round(hit.similarity, 4),
-        "caption": image.caption,
-        "tags": hit.tag_names,
-        "taken_at": image.taken_at.isoformat(),
-        "taken_on": image.taken_day.isoformat(),
-        "uploaded_at": image.uploaded_at.isoformat(),
-        "width": image.width,
-        "height": image.height,
-        "thumbnail_url": request.build_absolute_uri(image.thumbnail.url)
-        if image.thumbnail
-        else None,
-        "original_url": request.build_absolute_uri(image.file.url),
-        "detail_url": request.build_absolute_uri(reverse("image_detail", args=[image.pk])),
-        # Near-duplicates folded into this hit (none with duplicates=show).
-        "similar_ids": hit.similar_ids,
-    }
