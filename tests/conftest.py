@@ -7,11 +7,11 @@ import django_rq
 import numpy as np
 import pytest
 
-from gallery.indexing import encoding, registry
+from gallery.indexing import encoding, model_loading, registry
 from gallery.indexing.worker import EncodingWorker
 from gallery.library.ingest import ingest_image
 from gallery.models import Embedding
-from gallery.search import selector
+from gallery.search import statements
 from tests.images import distinct_images
 
 
@@ -20,10 +20,10 @@ def fresh_model_registry_cache():
     """Each test reads the active model (and its vector count) from its own database, not a
     previous test's."""
     registry.forget_cached_models()
-    selector._vector_counts.clear()
+    statements.vector_counts.clear()
     yield
     registry.forget_cached_models()
-    selector._vector_counts.clear()
+    statements.vector_counts.clear()
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +45,7 @@ def active_vector(image) -> np.ndarray:
 
 
 def active_encoder():
-    return registry.load_encoder(registry.active_model())
+    return model_loading.load_encoder(registry.active_model())
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from django.db import connection
 from django.utils import timezone
 from pgvector.django import CosineDistance
 
-from gallery.indexing import registry
+from gallery.indexing import registry, vector_index
 from gallery.models import Embedding, Image
 
 
@@ -49,7 +49,7 @@ def test_migrations_create_vector_extension_and_a_partial_hnsw_index_for_the_mod
 
 
 def search_plan(model, query) -> str:
-    from gallery.search import selector
+    from gallery.search import statements
 
     with connection.cursor() as cursor:
         # At 400 rows a sequential scan is cheaper: ask whether the index can answer at all.
@@ -58,8 +58,8 @@ def search_plan(model, query) -> str:
         )
         cursor.execute(
             f"EXPLAIN SELECT e.image_id FROM gallery_embedding e WHERE e.model_id = {model.pk} "
-            f"ORDER BY {selector._distance(model)} LIMIT 10",
-            {"query": selector._vector_literal(query)},
+            f"ORDER BY {statements.distance_sql(model)} LIMIT 10",
+            {"query": statements.vector_literal(query)},
         )
         plan = "\n".join(row[0] for row in cursor.fetchall())
         cursor.execute("RESET enable_seqscan; RESET enable_bitmapscan; RESET enable_sort")
@@ -86,7 +86,7 @@ def test_rebuild_vector_index_moves_to_the_configured_storage_while_searches_go_
         make_image(index, vector)
     with connection.cursor() as cursor:  # the index an older release built
         cursor.execute(f"DROP INDEX {model.index_name}")
-        cursor.execute(registry.vector_index_sql(model, storage="vector", m=16))
+        cursor.execute(vector_index.vector_index_sql(model, storage="vector", m=16))
         cursor.execute("ANALYZE gallery_embedding")
     settings.SEARCH_INDEX_STORAGE = "vector"
     query = unit_vectors(1, seed=4)[0]
@@ -124,7 +124,7 @@ def test_rebuild_vector_index_moves_to_the_configured_storage_while_searches_go_
         (definition,) = cursor.fetchone()
         cursor.execute(
             "SELECT count(*) FROM pg_indexes WHERE indexname = %s",
-            [registry.rebuilt_index_name(model)],
+            [vector_index.rebuilt_index_name(model)],
         )
         assert cursor.fetchone()[0] == 0
     assert "halfvec_cosine_ops" in definition and "m='32'" in definition

@@ -15,7 +15,7 @@ from PIL import Image as PILImage
 
 from gallery.library.ingest import ingest_image
 from gallery.models import Image
-from gallery.search import selector
+from gallery.search import statements
 from tests.images import distinct_images
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -146,7 +146,7 @@ def test_a_page_past_the_end_runs_one_search_statement_and_no_exact_scan(
     client, indexed_images, settings
 ):
     settings.SEARCH_EXACT_MAX_ROWS = 0  # searched through the index, as a large library is
-    selector._vector_counts.clear()
+    statements.vector_counts.clear()
     assert client.get(reverse("api_search"), {"q": "photo"}).json()["results"]  # warm caches
     for params, last_page in (({}, 3), ({"tags_any": "even"}, 2)):
         with CaptureQueriesContext(connection) as queries:

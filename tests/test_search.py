@@ -142,7 +142,7 @@ def test_a_large_library_is_sized_by_the_index_estimate_not_counted(library, set
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from gallery.search import selector
+    from gallery.search import statements
 
     model = registry.active_model()
     with connection.cursor() as cursor:
@@ -151,14 +151,14 @@ def test_a_large_library_is_sized_by_the_index_estimate_not_counted(library, set
     assert abs(estimate - COUNT) <= COUNT * 0.1  # ANALYZE's estimate of the partial index
     # Large against the exact-scan limit: the estimate, with no count of the rows.
     settings.SEARCH_EXACT_MAX_ROWS = 10
-    selector._vector_counts.clear()
+    statements.vector_counts.clear()
     with CaptureQueriesContext(connection) as captured:
-        assert selector._searchable_count(model) == estimate
+        assert statements.searchable_count(model) == estimate
     assert not any("count(" in query["sql"].lower() for query in captured.captured_queries)
     # Near the limit, the rows are counted: whether to scan exactly depends on it.
     settings.SEARCH_EXACT_MAX_ROWS = 2500
-    selector._vector_counts.clear()
-    assert selector._searchable_count(model) == COUNT
+    statements.vector_counts.clear()
+    assert statements.searchable_count(model) == COUNT
 
 
 def test_one_percent_filter_returns_full_k_and_the_exact_filtered_ranking(library):

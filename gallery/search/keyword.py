@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from gallery.replicas import read_connection
-from gallery.search.query_syntax import QuerySyntaxError, parse_query
-from gallery.search.request import SearchError, SearchRequest
+from gallery.search.query_syntax import Term
+from gallery.search.request import MODES, SearchError, SearchRequest
+from gallery.search.statements import tag_names_of
 
-MODES = ("semantic", "keyword", "hybrid")
 # The constant of reciprocal rank fusion; 60 is the value of the original paper and of
 # pgvector-python's hybrid search example: it keeps a first rank from outweighing all else.
 RRF_K = 60
@@ -110,12 +109,9 @@ def _any_of(parameter: str) -> str:
     )
 
 
-def keyword_query(text: str) -> KeywordQuery:
-    """The words of `text` (the search box's language: `-` terms exclude their words)."""
-    try:
-        terms = parse_query(text)
-    except QuerySyntaxError as error:
-        raise SearchError("q", str(error)) from None
+def keyword_query(terms: list[Term]) -> KeywordQuery:
+    """The words of a parsed query (the search box's language: `-` terms exclude their
+    words)."""
     query = KeywordQuery()
     for term in terms:
         words = [word.lower() for word in WORD.findall(term.text)]
@@ -189,19 +185,12 @@ page AS (
 )
 SELECT p.*, {score} AS score, 1 - p.distance AS similarity, t.candidate_count, t.match_count,
        t.best_score, t.keyword_count,
-       ARRAY(SELECT tag.name FROM gallery_tag tag
-             JOIN gallery_image_tags it ON it.tag_id = tag.id
-             WHERE it.image_id = p.id ORDER BY lower(tag.name)) AS tag_names
+       {tag_names} AS tag_names
 FROM totals t LEFT JOIN page p ON true
 ORDER BY {page_order}
 """
 SCORES = {"hybrid": "p.fused_score", "keyword": "p.keyword_score"}
-RELEVANCE_ORDER = "c.fused_score DESC, c.id"
-
-
-def keyword_conditions(conditions: list[str]) -> str:
-    """The search's filters for the keyword side, which reads images (i), not vectors (e)."""
-    return " AND ".join(["true", *(c.replace("e.image_id", "i.id") for c in conditions)])
+RELEVANCE_ORDER = "{c}.fused_score DESC, {c}.id"
 
 
 def depth(wanted: int) -> int:
@@ -219,13 +208,14 @@ def fused_statement(
     order: str,
     page_order: str,
 ) -> tuple[str, dict]:
-    """The statement of a `keyword` or `hybrid` search and its parameters (besides the
+    """The statement of a `keyword` or `hybrid` search and its parameters; `filters` are the
+    search's conditions written for the image table (filters.IMAGES). Besides these: the
     semantic ranking's rows, which selector.py supplies as `semantic_ids` and
     `semantic_distances`, and `pool`, the keyword ranking's depth)."""
     if query:
         tsquery, params = query.sql()
         keyword_ranked = KEYWORD_RANKED.format(
-            tsquery=tsquery, conditions=keyword_conditions(filters)
+            tsquery=tsquery, conditions=" AND ".join(["true", *filters])
         )
     else:
         # No word a document can hold ("!!!"): the keyword ranking is empty.
@@ -242,23 +232,6 @@ def fused_statement(
         order=order,
         page_order=page_order,
         score=SCORES[mode],
+        tag_names=tag_names_of("p.id"),
     )
     return sql, {**params, "rrf_k": RRF_K}
-
-
-def explain_no_match(query: KeywordQuery, filters, filter_names: dict) -> str:
-    """Why a keyword search found nothing: no words, a filter, or no document has them."""
-    if not query:
-        return "The query has no words to match by keyword; search by meaning (mode=semantic)."
-    conditions, params = ["i.status <> 'failed'"], {}
-    for name, condition, values in filters:
-        conditions.append(condition.replace("e.image_id", "i.id"))
-        params.update(values)
-        with read_connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT count(*) FROM gallery_image i WHERE {' AND '.join(conditions)}", params
-            )
-            if not cursor.fetchone()[0]:
-                return f"No image passes {filter_names[name]} together with the filters before it."
-    words = ", ".join(query.words[:8])
-    return f"No caption, tag, file name or text in an image has any of these words: {words}."

@@ -10,7 +10,7 @@ A weight is a number followed by a colon at the start of a term: `2:sunset`, `0.
 import re
 from dataclasses import dataclass
 
-from gallery.errors import InvalidInput
+from gallery.search.request import SearchError
 
 MAX_QUERY_LENGTH = 1000
 MAX_TERMS = 16
@@ -24,11 +24,11 @@ SYNTAX_HELP = (
 )
 
 
-class QuerySyntaxError(InvalidInput):
+class QuerySyntaxError(SearchError):
     """A query the parser cannot read; the message is shown to the user."""
 
     def __init__(self, message: str):
-        super().__init__(message, "q")
+        super().__init__("q", message)
 
 
 @dataclass(frozen=True)

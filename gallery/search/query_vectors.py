@@ -14,12 +14,13 @@ import numpy as np
 from django.conf import settings
 from django.core.cache import cache
 
+from gallery import pixels
 from gallery.cache import cache_call
-from gallery.indexing import encoder, registry
+from gallery.indexing import encoder, model_loading, registry
 from gallery.library.validation import RejectedImage, check_upload_size, validate_image
 from gallery.models import Embedding, Image
 from gallery.search import feedback
-from gallery.search.query_syntax import QuerySyntaxError, parse_query
+from gallery.search.query_syntax import Term, parse_query
 from gallery.search.request import SearchError, SearchRequest
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def text_vector(text: str, model=None) -> np.ndarray:
             return _text_vectors[key]
     vector = _cached_in_redis(key)
     if vector is None:
-        vector = registry.load_encoder(model, image_tower=False).encode_texts([text])[0]
+        vector = model_loading.load_encoder(model, image_tower=False).encode_texts([text])[0]
         _store_in_redis(key, vector)
     with _text_vectors_lock:
         _text_vectors[key] = vector
@@ -64,7 +65,7 @@ def _store_in_redis(key: str, vector: np.ndarray) -> None:
 def preload_text_encoder() -> None:
     """Load the active model's text tower now (web process start), so no search waits."""
     try:
-        registry.load_encoder(registry.active_model(), image_tower=False)
+        model_loading.load_encoder(registry.active_model(), image_tower=False)
     except Exception as error:  # the database or the weights may be missing: say, don't fail
         logger.warning("Could not preload the text encoder: %s", error)
 
@@ -106,17 +107,18 @@ def recall_query_image(token: str) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.float32)
 
 
-def query_vector(request: SearchRequest, model=None) -> tuple[np.ndarray, bool]:
+def query_vector(
+    request: SearchRequest, model=None, *, terms: list[Term] | None = None
+) -> tuple[np.ndarray, bool]:
     """The combined, normalised query vector and whether an image took part.
 
     Every part comes from `model` (default: the active one), read once by the caller so a
-    switch in the middle of a request cannot mix two models.
+    switch in the middle of a request cannot mix two models. `terms`: the request's text as
+    the selector parsed it (parsed here when not given).
     """
     model = model or registry.active_model()
-    try:
+    if terms is None:
         terms = parse_query(request.text)
-    except QuerySyntaxError as error:
-        raise SearchError("q", str(error)) from None
     parts = [term.weight * text_vector(term.text, model) for term in terms]
     has_image = False
     if request.image_vector is not None:
@@ -165,6 +167,6 @@ def query_image_vector(data: bytes, filename: str = "query image") -> np.ndarray
         validate_image(data, filename, notes=[], max_pixels=settings.QUERY_IMAGE_MAX_PIXELS)
     except RejectedImage as error:
         raise SearchError("image", str(error)) from None
-    clip = registry.load_encoder(registry.active_model())
-    picture = encoder.open_image_for_encoding(io.BytesIO(data), clip.image_size)
+    clip = model_loading.load_encoder(registry.active_model())
+    picture = pixels.open_upright(io.BytesIO(data), clip.image_size)
     return clip.encode_images([picture])[0]
