@@ -14,7 +14,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from PIL import Image as PILImage
 
-from gallery.pixels import displayable
+from gallery import pixels
 
 JPEG_QUALITY = 90
 
@@ -31,7 +31,7 @@ def wants_preview(width: int, height: int, side: int) -> bool:
 
 def preview_jpeg(image: PILImage.Image, side: int) -> bytes:
     """The JPEG of a decoded, upright image reduced so its shortest side is `side`."""
-    image = displayable(image)
+    image = pixels.displayable(image)
     width, height = image.size
     if min(width, height) > side:
         scale = side / min(width, height)
@@ -64,7 +64,7 @@ def stored_preview_side(image) -> int | None:
     if not image.preview:
         return None
     try:
-        with PILImage.open(image.preview.path) as preview:
-            return min(preview.size)
+        header = pixels.read_header(image.preview.path)
     except (OSError, SyntaxError, ValueError):
         return None
+    return min(header.width, header.height)

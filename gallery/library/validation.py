@@ -5,18 +5,16 @@ Used by every write path (uploads, folder import) and by query images in search.
 """
 
 import io
-import warnings
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
 from django.utils import timezone
 from PIL import Image as PILImage
-from PIL import ImageOps, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
-from gallery import previews
+from gallery import pixels, previews
 from gallery.errors import InvalidInput
-from gallery.pixels import displayable, heif_container_kind
 
 # Pillow format name -> stored file extension.
 ACCEPTED_FORMATS = {
@@ -127,25 +125,7 @@ def validate_image(
         raise RejectedImage(
             "SVG is a vector drawing format and is not supported; export it as PNG or JPEG."
         )
-    try:
-        # The pixel limit is checked below with a clearer message than Pillow's warning.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
-            with PILImage.open(io.BytesIO(data)) as probe:
-                image_format = probe.format or ""
-                width, height = probe.size
-    except UnidentifiedImageError:
-        if kind := heif_container_kind(data):
-            raise RejectedImage(
-                f"The image is corrupt or truncated: it starts as {kind} but cannot be read."
-            ) from None
-        raise RejectedImage(
-            "This is not an image file (its content is not a recognised image format)."
-        ) from None
-    except PILImage.DecompressionBombError:
-        raise _too_many_pixels(None, None, max_pixels) from None
-    except OSError as error:
-        raise RejectedImage(f"The image is corrupt: {error}.") from None
+    image_format, width, height = _header(data, max_pixels)
     if image_format not in ACCEPTED_FORMATS:
         raise RejectedImage(
             f"{image_format or 'This'} images are not supported; accepted formats are JPEG, "
@@ -164,12 +144,8 @@ def validate_image(
     # Both sides at least this large after draft decoding, so the preview's shortest side is.
     decoded_side = max(settings.THUMBNAIL_SIZE, preview_side if with_preview else 0)
     try:
-        with PILImage.open(io.BytesIO(data)) as image:
-            # Reduced-scale JPEG decoding still reads the whole stream, so truncation is caught.
-            image.draft("RGB", (decoded_side, decoded_side))
-            image.load()
+        with pixels.decoded_upright(data, decoded_side) as (image, upright):
             taken_at = _exif_taken_at(image)
-            upright = ImageOps.exif_transpose(image)
             if upright.size != image.size:
                 width, height = height, width  # rotated by EXIF orientation
             thumbnail = _thumbnail(upright)
@@ -182,6 +158,24 @@ def validate_image(
             f"The image is corrupt or truncated and cannot be decoded ({str(error).strip()})."
         ) from None
     return ValidatedImage(image_format, width, height, taken_at, thumbnail, preview)
+
+
+def _header(data: bytes, max_pixels: int) -> pixels.Header:
+    """The format and size from the header, or why the bytes are no image we can read."""
+    try:
+        return pixels.read_header(data)
+    except UnidentifiedImageError:
+        if kind := pixels.heif_container_kind(data):
+            raise RejectedImage(
+                f"The image is corrupt or truncated: it starts as {kind} but cannot be read."
+            ) from None
+        raise RejectedImage(
+            "This is not an image file (its content is not a recognised image format)."
+        ) from None
+    except PILImage.DecompressionBombError:
+        raise _too_many_pixels(None, None, max_pixels) from None
+    except OSError as error:
+        raise RejectedImage(f"The image is corrupt: {error}.") from None
 
 
 def _too_many_pixels(width, height, limit: int) -> RejectedImage:
@@ -197,7 +191,7 @@ def _extension(filename: str) -> str:
 
 
 def _thumbnail(image: PILImage.Image) -> bytes:
-    image = displayable(image, keep_alpha=True).copy()
+    image = pixels.displayable(image, keep_alpha=True).copy()
     image.thumbnail((settings.THUMBNAIL_SIZE, settings.THUMBNAIL_SIZE), PILImage.Resampling.LANCZOS)
     buffer = io.BytesIO()
     image.save(buffer, "WEBP", quality=80, method=4)
