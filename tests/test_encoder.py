@@ -5,6 +5,7 @@ import time
 import numpy as np
 import pytest
 
+from gallery import pixels
 from gallery.indexing import encoder, torch_clip
 from tests.images import image_bytes
 
@@ -102,7 +103,7 @@ def test_jpeg_is_decoded_at_reduced_size_and_upright(tmp_path):
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
     path = tmp_path / "photo.jpg"
     path.write_bytes(image_bytes(size=(2400, 1600), fmt="JPEG", exif=exif))
-    opened = encoder.open_image_for_encoding(path, target_size=128)
+    opened = pixels.open_upright(path, target_size=128)
     width, height = opened.size
     assert height > width  # rotated upright
     assert max(width, height) <= 600  # draft mode decoded at 1/4 scale, not 2400 px

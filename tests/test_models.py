@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.urls import reverse
 
-from gallery.indexing import encoding, queueing, registry
+from gallery.indexing import encoding, model_loading, queueing, registry
 from gallery.indexing.worker import EncodingWorker
 from gallery.library.ingest import ingest_image
 from gallery.models import Embedding, EmbeddingModel, Image
@@ -125,7 +125,7 @@ def test_switching_to_a_larger_model_never_interrupts_search(
     assert (large.state, small.state) == ("active", "retired")
     assert Embedding.objects.filter(image=late).count() == 2
     everything = [image.pk for image in images] + [late.pk]
-    clip = registry.load_encoder(large)
+    clip = model_loading.load_encoder(large)
     large_vectors = vectors_of(large, everything)
     for text in TEXTS:
         query = clip.encode_texts([text])[0]
@@ -346,7 +346,7 @@ def test_a_running_web_process_follows_a_switch_without_restarting(media_root, q
                 assert web.poll() is None and time.monotonic() < deadline, "gunicorn did not start"
                 time.sleep(0.3)
         large = switch_to(LARGE, settings, queue)
-        clip = registry.load_encoder(large)
+        clip = model_loading.load_encoder(large)
         ids = list(Image.objects.order_by("pk").values_list("pk", flat=True))
         scores = vectors_of(large, ids) @ clip.encode_texts(["photo"])[0]
         expected = [ids[i] for i in np.argsort(-scores, kind="stable")]

@@ -9,7 +9,7 @@ import pytest
 from django.db import connection, transaction
 from django.urls import reverse
 
-from gallery.indexing import registry
+from gallery.indexing import registry, vector_index
 from gallery.models import Image
 from gallery.search.request import SearchRequest
 from gallery.search.selector import search_images
@@ -43,7 +43,7 @@ def vectors(django_db_setup, django_db_blocker):
             taken_at=lambda n: FIRST_DAY + timedelta(hours=(n * 7919) % COUNT),
             caption=lambda n: f"the harbour {n}" if n % CAPTIONED_EVERY == 0 else f"photo {n}",
         )
-        registry.create_vector_index(model)
+        vector_index.create_vector_index(model)
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE gallery_image")
             cursor.execute("ANALYZE gallery_embedding")
@@ -70,8 +70,9 @@ def exact_ranking(query: np.ndarray) -> list[tuple[int, float]]:
     """(image id, distance) of every vector, by an exact scan in the index's own expression
     (the stored vectors as the index reads them), best first, ties by id."""
     model = registry.active_model()
-    storage = registry.index_storage(model)
-    distance = f"{registry.vector_expression(model, storage)} <=> %s::{storage}({model.dimensions})"
+    storage = vector_index.index_storage(model)
+    expression = vector_index.vector_expression(model, storage)
+    distance = f"{expression} <=> %s::{storage}({model.dimensions})"
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_indexscan = off")  # until the rollback below
         cursor.execute(

@@ -26,7 +26,10 @@ from django.utils import timezone
 
 from gallery import previews, storage
 from gallery.indexing import encoder, registry, text_reading
+from gallery.indexing.encoder_base import ModelWeightsUnavailable
+from gallery.indexing.model_loading import load_encoder, spec_of
 from gallery.models import Embedding, Image
+from gallery.pixels import decoding_pool, open_upright
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +37,12 @@ logger = logging.getLogger(__name__)
 def encode_images(image_ids, *, force: bool = False) -> dict[str, int]:
     """Encode these images for the active (and next) model and store their vectors."""
     models = registry.models_to_fill()
-    encoder.release_encoders(keep=[registry.spec_of(model) for model in models])
+    encoder.release_encoders(keep=[spec_of(model) for model in models])
     images = list(Image.objects.filter(pk__in=image_ids).order_by("pk"))
     failures: dict[int, str] = {}
     unreachable: dict[int, str] = {}  # files the storage could not give now: retried later
     vectors: dict[int, dict] = {}  # model pk -> {image pk: vector}
-    unavailable: list[encoder.ModelWeightsUnavailable] = []
+    unavailable: list[ModelWeightsUnavailable] = []
     for model in models:
         have = set(
             Embedding.objects.filter(model=model, image__in=images).values_list(
@@ -56,8 +59,8 @@ def encode_images(image_ids, *, force: bool = False) -> dict[str, int]:
         if not todo:
             continue
         try:
-            clip = registry.load_encoder(model)
-        except encoder.ModelWeightsUnavailable as error:
+            clip = load_encoder(model)
+        except ModelWeightsUnavailable as error:
             unavailable.append(error)
             continue
         vectors[model.pk] = _encode_isolating_failures(clip, todo, failures, unreachable)
@@ -214,7 +217,7 @@ def _encoding_sources(images, image_size: int, *, remake: bool = False) -> list:
             sources[image.pk] = image.file.path
         else:
             lacking.append(image)
-    made = encoder.decoding_pool().map(lambda image: _make_preview(image, side), lacking)
+    made = decoding_pool().map(lambda image: _make_preview(image, side), lacking)
     for image, (source, name) in zip(lacking, made, strict=True):
         sources[image.pk] = source
         if name:
@@ -227,7 +230,7 @@ def _make_preview(image: Image, side: int) -> tuple[object, str]:
     to encode (or the exception of an unreadable original, the image's own failure) and the
     new preview's name ("" when none could be saved)."""
     try:
-        picture = encoder.open_image_for_encoding(image.file.path, side)
+        picture = open_upright(image.file.path, side)
         picture.load()
     except Exception as error:
         return error, ""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from PIL import Image as PILImage
 
-from gallery.indexing.encoder import open_image_for_encoding
+from gallery.pixels import open_upright
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def text_reader() -> TextReader:
 
 def open_for_reading(path) -> PILImage.Image:
     """An image file decoded small and upright, at no less than the detector's size."""
-    picture = open_image_for_encoding(path, READING_SIDE)
+    picture = open_upright(path, READING_SIDE)
     scale = 2 * READING_SIDE / min(picture.size)
     if scale < 1:  # an original without a preview: more pixels would only cost time
         size = (round(picture.width * scale), round(picture.height * scale))

@@ -22,7 +22,7 @@ from django.conf import settings
 from PIL import Image as PILImage
 from tokenizers import Tokenizer
 
-from gallery.indexing.encoder import (
+from gallery.indexing.encoder_base import (
     BackendUnavailable,
     ImageEncoding,
     ModelSpec,

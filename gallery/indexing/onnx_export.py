@@ -18,7 +18,7 @@ import numpy as np
 from filelock import FileLock
 from PIL import Image as PILImage
 
-from gallery.indexing.encoder import (
+from gallery.indexing.encoder_base import (
     BackendUnavailable,
     ModelSpec,
     ModelWeightsUnavailable,

@@ -10,7 +10,6 @@ PostgreSQL advisory lock, so concurrent processes cannot register or activate tw
 """
 
 import logging
-import re
 import threading
 import time
 from pathlib import Path
@@ -21,7 +20,14 @@ from django.utils import timezone
 
 from gallery.errors import InvalidInput
 from gallery.indexing import encoder
+from gallery.indexing.encoder_base import ModelSpec, ModelWeightsUnavailable, weights_sha256
+from gallery.indexing.model_loading import record_load_error, spec_of
 from gallery.indexing.queueing import enqueue_encoding, enqueue_now
+from gallery.indexing.vector_index import (
+    create_vector_index,
+    drop_vector_indexes,
+    forget_index_storages,
+)
 from gallery.models import EmbeddingModel, Image
 
 logger = logging.getLogger(__name__)
@@ -33,68 +39,6 @@ State = EmbeddingModel.State
 
 class ModelSwitchError(InvalidInput):
     """A registry change that cannot be made now; the message says why."""
-
-
-def spec_of(model: EmbeddingModel) -> encoder.ModelSpec:
-    """How to load a registered model, whatever this process's own configuration says."""
-    return encoder.ModelSpec(
-        name=model.architecture,
-        pretrained=model.pretrained,
-        weights_file=model.weights_file,
-        random_seed=model.random_seed,
-    )
-
-
-def load_encoder(model: EmbeddingModel, *, image_tower: bool = True) -> encoder.ImageEncoding:
-    """The loaded encoder of a registered model; a failure is recorded on the model's row."""
-    try:
-        spec = spec_of(model)
-        if model.weights_sha256 and encoder.weights_sha256(spec.weights_file) != (
-            model.weights_sha256
-        ):
-            raise encoder.ModelWeightsUnavailable(
-                f"{spec.weights_file} has changed since {model.model_id} was registered; its "
-                "vectors would not match. Restore the file, or configure it as a new model."
-            )
-        clip = encoder.get_encoder(spec, image_tower=image_tower)
-        if clip.dimensions != model.dimensions:
-            raise encoder.ModelWeightsUnavailable(
-                f"{model.model_id} was registered with {model.dimensions}-d vectors but the "
-                f"loaded weights make {clip.dimensions}-d vectors."
-            )
-    except encoder.ModelWeightsUnavailable as error:
-        _record_load_error(model, str(error))
-        raise
-    if model.load_error:
-        _record_load_error(model, "")
-    return clip
-
-
-def prepare_model_files() -> tuple[list[str], list[str]]:
-    """Make what the configured backend needs on disk (ONNX exports) for every model in use,
-    without loading a model into this process. Returns (errors, warnings): models that
-    cannot be loaded, and models that will run in torch instead of ONNX Runtime."""
-    errors, warnings = [], []
-    for model in models_to_fill():
-        try:
-            warning = encoder.prepare_model_files(spec_of(model))
-        except encoder.ModelWeightsUnavailable as error:
-            _record_load_error(model, str(error))
-            errors.append(f"{model.model_id}: {error}")
-        else:
-            if warning:
-                warnings.append(f"{model.model_id}: {warning}")
-    return errors, warnings
-
-
-def _record_load_error(model: EmbeddingModel, message: str) -> None:
-    model.load_error = message[:4000]
-    model.load_error_at = timezone.now() if message else None
-    EmbeddingModel.objects.filter(pk=model.pk).update(
-        load_error=model.load_error, load_error_at=model.load_error_at
-    )
-    if message:
-        logger.error("Cannot load CLIP model %s: %s", model.model_id, message)
 
 
 # -- reading the registry --------------------------------------------------------------------
@@ -175,159 +119,7 @@ def hold_registry_shared() -> None:
         cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [REGISTRY_LOCK])
 
 
-# The operator class of each storage an index can keep its vectors in.
-INDEX_OPERATOR_CLASSES = {"vector": "vector_cosine_ops", "halfvec": "halfvec_cosine_ops"}
-
-
-def vector_expression(model: EmbeddingModel, storage: str, alias: str = "e") -> str:
-    """The model's vectors cast to their own size in `storage`: the expression its index
-    orders by. A statement that orders by exactly this expression (under the index's
-    predicate) is one PostgreSQL answers from the index."""
-    return f"({alias}.vector::{storage}({int(model.dimensions)}))"
-
-
-def vector_index_sql(
-    model: EmbeddingModel,
-    *,
-    storage: str | None = None,
-    m: int | None = None,
-    ef_construction: int | None = None,
-    name: str | None = None,
-    concurrently: bool = False,
-) -> str:
-    """This model's partial HNSW cosine index (by default as configured: SEARCH_INDEX_*)."""
-    storage = storage or settings.SEARCH_INDEX_STORAGE
-    m = m or settings.SEARCH_INDEX_M
-    ef_construction = ef_construction or settings.SEARCH_INDEX_EF_CONSTRUCTION
-    expression = vector_expression(model, storage, alias="gallery_embedding")
-    return (
-        f"CREATE INDEX {'CONCURRENTLY ' if concurrently else ''}IF NOT EXISTS "
-        f"{name or model.index_name} ON gallery_embedding "
-        f"USING hnsw ({expression.replace('gallery_embedding.', '')} "
-        f"{INDEX_OPERATOR_CLASSES[storage]}) "
-        f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)}) "
-        f"WHERE model_id = {int(model.pk)}"
-    )
-
-
-def create_vector_index(model: EmbeddingModel) -> None:
-    with connection.cursor() as cursor:
-        # CREATE INDEX refuses a table with deferred foreign-key checks still pending.
-        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-        cursor.execute(vector_index_sql(model))
-
-
-def rebuilt_index_name(model: EmbeddingModel) -> str:
-    return f"{model.index_name}_rebuild"
-
-
-_index_storages: dict[int, tuple[str, float]] = {}  # model pk -> (storage, when read)
-_index_storage_lock = threading.Lock()
-
-
-def index_storage(model: EmbeddingModel) -> str:
-    """The storage of the model's valid HNSW index, which the search statement must match.
-
-    Read from the catalog every MODEL_REFRESH_SECONDS, so a rebuild into another storage
-    (`rebuild_vector_index`) reaches every process while both indexes still exist. Where
-    both do, the configured storage wins; where none does, the configured storage.
-    """
-    with _index_storage_lock:
-        storage, read_at = _index_storages.get(model.pk, ("", float("-inf")))
-    if time.monotonic() - read_at < settings.MODEL_REFRESH_SECONDS:
-        return storage
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_get_indexdef(x.indexrelid) FROM pg_index x "
-            "JOIN pg_class c ON c.oid = x.indexrelid "
-            "WHERE x.indrelid = 'gallery_embedding'::regclass AND x.indisvalid "
-            "AND c.relname IN (%s, %s)",
-            [model.index_name, rebuilt_index_name(model)],
-        )
-        found = {
-            storage
-            for (definition,) in cursor.fetchall()
-            for storage, operator_class in INDEX_OPERATOR_CLASSES.items()
-            if operator_class in definition
-        }
-    storage = settings.SEARCH_INDEX_STORAGE
-    if found and storage not in found:
-        storage = found.pop()
-    with _index_storage_lock:
-        _index_storages[model.pk] = (storage, time.monotonic())
-    return storage
-
-
-def forget_index_storages() -> None:
-    with _index_storage_lock:
-        _index_storages.clear()
-
-
-def index_description(model: EmbeddingModel) -> str:
-    """The model's index as a person reads it: storage, parameters and size."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_get_indexdef(c.oid), pg_size_pretty(pg_relation_size(c.oid)) "
-            "FROM pg_class c WHERE c.relname = %s",
-            [model.index_name],
-        )
-        row = cursor.fetchone()
-    if row is None:
-        return "no index"
-    definition, size = row
-    storage = next(
-        (name for name, opclass in INDEX_OPERATOR_CLASSES.items() if opclass in definition), "?"
-    )
-    # "... WITH (m='32', ef_construction='200') WHERE ..." -> "m 32, ef_construction 200"
-    parameters = re.search(r"WITH \((.*?)\)", definition).group(1)
-    parameters = re.sub(r"='?(\d+)'?", r" \1", parameters)
-    return f"{storage}, {parameters}, {size}"
-
-
-def ef_search_for(vector_count: int) -> int:
-    """hnsw.ef_search for a library of this size: SEARCH_EF_SEARCH when set, else a value
-    that grows with the library: 100 up to 100k vectors, 251 at 1M, at most 400 (bench_search's
-    1M clustered vectors, m 32 halfvec: recall@10 0.981 at ef 200 in 12.7 ms, 0.988 at 251 in
-    14.2 ms; an earlier build of the same index measured 0.953 and 0.969)."""
-    if settings.SEARCH_EF_SEARCH:
-        return settings.SEARCH_EF_SEARCH
-    return max(100, min(400, round(100 * (max(vector_count, 1) / 100_000) ** 0.4)))
-
-
-def rebuild_vector_index(
-    model: EmbeddingModel, *, storage: str | None = None, m=None, ef_construction=None, progress
-) -> float:
-    """Build the model's index anew with the configured (or given) parameters while searches
-    go on: CREATE INDEX CONCURRENTLY under a second name, wait until every process has
-    seen it, then drop the old one and give the new one its name. Returns seconds taken."""
-    started = time.monotonic()
-    new_name = rebuilt_index_name(model)
-    with connection.cursor() as cursor:
-        # A rebuild that was interrupted leaves an invalid index behind: start afresh.
-        cursor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {new_name}")
-        progress(f"Building {new_name} (searches keep using {model.index_name})...")
-        cursor.execute(
-            vector_index_sql(
-                model,
-                storage=storage,
-                m=m,
-                ef_construction=ef_construction,
-                name=new_name,
-                concurrently=True,
-            )
-        )
-    # Processes re-read the index storage every MODEL_REFRESH_SECONDS: once they have, none
-    # sends a statement that only the old index answers.
-    progress(f"Waiting {settings.MODEL_REFRESH_SECONDS} s for every process to see it...")
-    time.sleep(settings.MODEL_REFRESH_SECONDS + 1)
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(f"DROP INDEX IF EXISTS {model.index_name}")
-        cursor.execute(f"ALTER INDEX {new_name} RENAME TO {model.index_name}")
-    forget_index_storages()
-    return time.monotonic() - started
-
-
-def _register(spec: encoder.ModelSpec, model_id: str, state: str) -> EmbeddingModel:
+def _register(spec: ModelSpec, model_id: str, state: str) -> EmbeddingModel:
     model = EmbeddingModel.objects.filter(model_id=model_id).first()
     if model is None:
         model = EmbeddingModel.objects.create(
@@ -335,7 +127,7 @@ def _register(spec: encoder.ModelSpec, model_id: str, state: str) -> EmbeddingMo
             architecture=spec.name,
             pretrained=spec.pretrained if not spec.weights_file else "",
             weights_file=spec.weights_file,
-            weights_sha256=encoder.weights_sha256(spec.weights_file) if spec.weights_file else "",
+            weights_sha256=weights_sha256(spec.weights_file) if spec.weights_file else "",
             random_seed=spec.random_seed,
             dimensions=encoder.architecture_dimensions(spec.name),
             state=state,
@@ -352,14 +144,14 @@ def _register(spec: encoder.ModelSpec, model_id: str, state: str) -> EmbeddingMo
     return model
 
 
-def _follow_moved_weights(model: EmbeddingModel, spec: encoder.ModelSpec) -> None:
+def _follow_moved_weights(model: EmbeddingModel, spec: ModelSpec) -> None:
     """The same weights (same SHA-256) now at another path: load them from there."""
     if spec.weights_file and model.weights_file != spec.weights_file:
         model.weights_file = spec.weights_file
         model.save(update_fields=["weights_file"])
 
 
-def _is_legacy_file_model(model: EmbeddingModel, spec: encoder.ModelSpec) -> bool:
+def _is_legacy_file_model(model: EmbeddingModel, spec: ModelSpec) -> bool:
     """A model the old schema named by its weights file's name alone (no SHA-256 known)."""
     return bool(
         spec.weights_file
@@ -378,7 +170,7 @@ def _adopt_legacy_file_model(model: EmbeddingModel, spec, model_id: str) -> None
     """
     model.model_id = model_id
     model.weights_file = spec.weights_file
-    model.weights_sha256 = encoder.weights_sha256(spec.weights_file)
+    model.weights_sha256 = weights_sha256(spec.weights_file)
     model.save(update_fields=["model_id", "weights_file", "weights_sha256"])
     logger.info("Upgraded %s to %s (weights identified by their SHA-256).", model, model_id)
 
@@ -396,7 +188,7 @@ def sync_configured_model(*, fill: bool = True) -> EmbeddingModel:
     than the active one becomes the next model (replacing any other next model) and, with
     `fill`, its vectors are queued; configuring the active model again cancels a switch.
     """
-    spec = encoder.ModelSpec.from_settings()
+    spec = ModelSpec.from_settings()
     model_id = spec.model_id
     with transaction.atomic():
         _lock_registry()
@@ -469,15 +261,7 @@ def activate_model(
         model.activated_at = timezone.now()
         model.retired_at = None
         model.save(update_fields=["state", "activated_at", "retired_at"])
-        now = timezone.now()
-        Image.objects.filter(status=Image.Status.PENDING).with_vector_of(model).update(
-            status=Image.Status.INDEXED, indexed_at=now
-        )
-        unsearchable = Image.objects.filter(status=Image.Status.INDEXED).missing_vector_of(model)
-        waiting = list(unsearchable.values_list("pk", flat=True))
-        unsearchable.update(status=Image.Status.PENDING)
-        if waiting:
-            enqueue_encoding(waiting)
+        _statuses_follow(model)
     forget_cached_models()
     with connection.cursor() as cursor:
         # The planner's statistics may predate the new model's rows; stale, it estimated one
@@ -485,6 +269,20 @@ def activate_model(
         cursor.execute("ANALYZE gallery_embedding")
     logger.info("%s is now the active model.", model.model_id)
     return model
+
+
+def _statuses_follow(active: EmbeddingModel) -> None:
+    """Pending images with a vector of the new active model become searchable (indexed);
+    indexed ones without one wait (pending), queued for encoding."""
+    now = timezone.now()
+    Image.objects.filter(status=Image.Status.PENDING).with_vector_of(active).update(
+        status=Image.Status.INDEXED, indexed_at=now
+    )
+    unsearchable = Image.objects.filter(status=Image.Status.INDEXED).missing_vector_of(active)
+    waiting = list(unsearchable.values_list("pk", flat=True))
+    unsearchable.update(status=Image.Status.PENDING)
+    if waiting:
+        enqueue_encoding(waiting)
 
 
 def activate_next_if_complete() -> EmbeddingModel | None:
@@ -522,8 +320,24 @@ def prune_retired_models() -> list[tuple[str, int]]:
             with connection.cursor() as cursor:
                 cursor.execute("DELETE FROM gallery_embedding WHERE model_id = %s", [model.pk])
                 pruned.append((model.model_id, cursor.rowcount))
-                # Last: DROP INDEX locks the table against searches until the commit.
-                cursor.execute(f"DROP INDEX IF EXISTS {model.index_name}")
-                cursor.execute(f"DROP INDEX IF EXISTS {rebuilt_index_name(model)}")
+            # Last: DROP INDEX locks the table against searches until the commit.
+            drop_vector_indexes(model)
             model.delete()
     return pruned
+
+
+def prepare_model_files() -> tuple[list[str], list[str]]:
+    """Make what the configured backend needs on disk (ONNX exports) for every model in use,
+    without loading a model into this process. Returns (errors, warnings): models that
+    cannot be loaded, and models that will run in torch instead of ONNX Runtime."""
+    errors, warnings = [], []
+    for model in models_to_fill():
+        try:
+            warning = encoder.prepare_model_files(spec_of(model))
+        except ModelWeightsUnavailable as error:
+            record_load_error(model, str(error))
+            errors.append(f"{model.model_id}: {error}")
+        else:
+            if warning:
+                warnings.append(f"{model.model_id}: {warning}")
+    return errors, warnings

@@ -1,7 +1,8 @@
 """The reference encoder: open_clip in torch (the GPU path, and the source of ONNX exports).
 
 Imported only by `encoder` (when CLIP_BACKEND resolves to torch) and by `onnx_export`, so a
-process serving with ONNX Runtime never loads torch (about 500 MB resident by itself).
+process serving with ONNX Runtime never loads torch (about 500 MB resident by itself). Builds on
+`encoder_base` alone.
 """
 
 from pathlib import Path
@@ -10,7 +11,7 @@ import numpy as np
 import open_clip
 import torch
 
-from gallery.indexing.encoder import (
+from gallery.indexing.encoder_base import (
     MODEL_CONFIG_DIR,
     RANDOM_WEIGHTS,
     ImageEncoding,

@@ -35,7 +35,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from gallery.cache import cache_call
-from gallery.indexing import queueing, registry
+from gallery.indexing import queueing, registry, vector_index
 from gallery.library import lifecycle, perceptual_hash
 from gallery.models import EmbeddingModel, Image
 
@@ -77,10 +77,10 @@ JOIN gallery_embedding b ON b.model_id = {model} AND b.image_id = p.second_id
 
 
 def neighbour_pairs_sql(model: EmbeddingModel) -> str:
-    storage = registry.index_storage(model)
+    storage = vector_index.index_storage(model)
     return NEIGHBOUR_PAIRS_SQL.format(
-        candidate=registry.vector_expression(model, storage, alias="c"),
-        query=registry.vector_expression(model, storage, alias="e"),
+        candidate=vector_index.vector_expression(model, storage, alias="c"),
+        query=vector_index.vector_expression(model, storage, alias="e"),
         model=int(model.pk),
     )
 

@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from gallery.indexing import registry
+from gallery.indexing import vector_index
 from gallery.models import EmbeddingModel
 
 
@@ -26,11 +26,10 @@ class Command(BaseCommand):
                 raise CommandError(f"No model {model_id!r} that is not retired (see list_models).")
         for model in models.order_by("pk"):
             self.stdout.write(
-                f"{model.model_id}: {registry.index_description(model)} -> "
+                f"{model.model_id}: {vector_index.index_description(model)} -> "
                 f"{settings.SEARCH_INDEX_STORAGE}, m {settings.SEARCH_INDEX_M}, "
                 f"ef_construction {settings.SEARCH_INDEX_EF_CONSTRUCTION}"
             )
-            seconds = registry.rebuild_vector_index(model, progress=self.stdout.write)
-            self.stdout.write(
-                f"{model.model_id}: rebuilt in {seconds:.0f} s: {registry.index_description(model)}"
-            )
+            seconds = vector_index.rebuild_vector_index(model, progress=self.stdout.write)
+            rebuilt = vector_index.index_description(model)
+            self.stdout.write(f"{model.model_id}: rebuilt in {seconds:.0f} s: {rebuilt}")
