@@ -1,7 +1,11 @@
-"""`up`: run the whole site in one terminal: migrations, RQ workers and gunicorn.
+"""`up`: run the whole site in one terminal: migrations, RQ workers, the re-queue loop and
+gunicorn, and restart what dies (the embedded servers too) with one back-off.
 
 Children run in their own sessions so that Ctrl-C reaches only this process, which then stops
 them in order; PR_SET_PDEATHSIG makes them exit even if this process is killed outright.
+Each RQ worker is a child of its own (`rqworker`, as Compose runs it), not a worker of RQ's
+WorkerPool: the pool's forked workers outlive a pool that is killed, and it restarts them
+every second without a back-off.
 """
 
 import ctypes
@@ -25,9 +29,12 @@ SHUTDOWN_GRACE_SECONDS = 20
 DEFAULT_WORKERS = 1
 DEFAULT_WEB_WORKERS = 2
 PR_SET_PDEATHSIG = 1
-# `up` recovers images left pending by a crash or a Redis outage, so no cron job is needed.
-# `requeue` never queues an image a live job holds, so it can run this often.
+# `up` recovers images left pending by a crash or a Redis outage, so no cron job is needed:
+# it runs `requeue --every 30`, as Compose's requeue service does. `requeue` never queues an
+# image a live job holds, so it can run this often.
 REQUEUE_EVERY_SECONDS = 30
+# Asks `requeue --every` for a round now (a server it waited for is back).
+REQUEUE_NOW_SIGNAL = signal.SIGUSR1
 
 
 def _die_with_parent() -> None:
@@ -35,6 +42,13 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
         pass
+
+
+def _die_with_parent_and_wait_for_requeue_handler() -> None:
+    _die_with_parent()
+    # Ignored until `requeue --every` installs its handler: a round asked for while it starts
+    # would otherwise end it (it runs one at its start anyway).
+    signal.signal(REQUEUE_NOW_SIGNAL, signal.SIG_IGN)
 
 
 def thread_budget(processes: int) -> dict[str, str]:
@@ -51,7 +65,9 @@ def thread_budget(processes: int) -> dict[str, str]:
     return {"ENCODER_THREADS": threads, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
 
-def _spawn(command: list[str], *, env: dict[str, str], output=None) -> subprocess.Popen:
+def _spawn(
+    command: list[str], *, env: dict[str, str], output=None, preexec=_die_with_parent
+) -> subprocess.Popen:
     return subprocess.Popen(
         command,
         cwd=PROJECT_DIR,
@@ -59,7 +75,7 @@ def _spawn(command: list[str], *, env: dict[str, str], output=None) -> subproces
         stdout=output,
         stderr=output,
         start_new_session=True,
-        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        preexec_fn=preexec if sys.platform.startswith("linux") else None,
     )
 
 
@@ -83,6 +99,10 @@ def ocr_worker_command() -> list[str]:
     """The OCR worker: its own process on its own queue, so a slow OCR job never holds up an
     encoding job (README, "Text in images")."""
     return worker_command(settings.OCR_QUEUE, "gallery.indexing.worker.OcrWorker")
+
+
+def requeue_command() -> list[str]:
+    return [sys.executable, "-m", "searchsite", "requeue", "--every", str(REQUEUE_EVERY_SECONDS)]
 
 
 def web_command(host: str, port: int, web_workers: int) -> list[str]:
@@ -147,22 +167,32 @@ def stop_processes(children: list[subprocess.Popen]) -> None:
 @dataclass
 class SiteProcesses:
     """The children `up` runs beside the servers: gunicorn (whose master forks the web
-    workers), the RQ encoding workers and the OCR worker (none when OCR is off)."""
+    workers), the RQ encoding workers, the OCR worker (none when OCR is off) and, once the
+    site serves, the re-queue loop."""
 
     web: subprocess.Popen
     workers: list[subprocess.Popen]
     worker_env: dict[str, str]
     queue: str
     output: object = None
-
-    @property
-    def children(self) -> list[subprocess.Popen]:
-        return [self.web, *self.workers, *self.ocr_workers]
-
     web_command: list[str] | None = None
     web_env: dict[str, str] | None = None
     ocr_workers: list[subprocess.Popen] = field(default_factory=list)
     ocr_env: dict[str, str] | None = None
+    requeue: subprocess.Popen | None = None
+
+    @property
+    def children(self) -> list[subprocess.Popen]:
+        requeue = [self.requeue] if self.requeue is not None else []
+        return [self.web, *self.workers, *self.ocr_workers, *requeue]
+
+    def start_requeue(self) -> subprocess.Popen:
+        return _spawn(
+            requeue_command(),
+            env=dict(os.environ),
+            output=self.output,
+            preexec=_die_with_parent_and_wait_for_requeue_handler,
+        )
 
     def start_ocr_worker(self) -> subprocess.Popen:
         return _spawn(ocr_worker_command(), env=self.ocr_env, output=self.output)
@@ -234,91 +264,102 @@ def _prepare_models(out) -> None:
         out.write(f"{problem}\n")
 
 
-class ServiceWatch:
-    """Restarts one embedded server when it dies, backing off while restarts fail."""
+class Backoff:
+    """`up`'s one back-off: 1, 2, 4 … up to 30 s before each next try while tries keep
+    failing, so a server or a child that cannot start does not spin; none after a success."""
 
-    MAX_BACKOFF_SECONDS = 30
+    FIRST_SECONDS = 1.0
+    MAX_SECONDS = 30.0
 
-    def __init__(self, name: str, out):
-        self.name = name
-        self.out = out
-        self.backoff = 1.0
+    def __init__(self):
+        self.delay = self.FIRST_SECONDS
         self.next_try = 0.0
 
     def due(self) -> bool:
         return time.monotonic() >= self.next_try
 
-    def attempt(self, restart) -> bool:
-        try:
-            restarted = restart()
-        except Exception as error:
-            self.out.write(f"{self.name} exited and could not be restarted ({error}); ")
-            self.out.write(f"trying again in {self.backoff:.0f} s.\n")
-            self.out.flush()
-            self.next_try = time.monotonic() + self.backoff
-            self.backoff = min(self.backoff * 2, self.MAX_BACKOFF_SECONDS)
+    def failed(self) -> float:
+        """Wait before the next try (twice as long the time after); returns the wait."""
+        wait = self.delay
+        self.next_try = time.monotonic() + wait
+        self.delay = min(wait * 2, self.MAX_SECONDS)
+        return wait
+
+    def succeeded(self) -> None:
+        self.delay = self.FIRST_SECONDS
+        self.next_try = 0.0
+
+
+def _say(out, message: str) -> None:
+    out.write(message + "\n")
+    out.flush()
+
+
+class ServiceWatch:
+    """Restarts one embedded server when it dies: `restart()` returns whether it restarted
+    the server (False: it runs) and raises when it could not."""
+
+    def __init__(self, name: str, restart, out):
+        self.name = name
+        self.restart = restart
+        self.out = out
+        self.backoff = Backoff()
+
+    def check(self) -> bool:
+        """Whether the server was restarted now."""
+        if not self.backoff.due():
             return False
+        try:
+            restarted = self.restart()
+        except Exception as error:
+            wait = self.backoff.failed()
+            _say(
+                self.out,
+                f"{self.name} exited and could not be restarted ({error}); "
+                f"trying again in {wait:.0f} s.",
+            )
+            return False
+        self.backoff.succeeded()
         if restarted:
-            self.out.write(f"{self.name} exited; restarted it with the same data and port.\n")
-            self.out.flush()
-        self.backoff = 1.0
+            _say(self.out, f"{self.name} exited; restarted it with the same data and port.")
         return restarted
 
 
 class ChildWatch:
-    """Restarts a child of `up` (gunicorn, an RQ worker) when it exits, backing off while it
-    keeps dying young, so a child that cannot start does not spin."""
+    """Restarts a child of `up` (gunicorn, an RQ worker, the re-queue loop) when it exits; one
+    that died young (within YOUNG_SECONDS of its start) waits its back-off first."""
 
-    MAX_BACKOFF_SECONDS = 30
     YOUNG_SECONDS = 30
 
     def __init__(self, name: str, out):
         self.name = name
         self.out = out
-        self.backoff = 1.0
+        self.backoff = Backoff()
         self.started_at = time.monotonic()
-        self.restart_at: float | None = None
+        self.exit_seen = False
 
     def restart_if_exited(self, process: subprocess.Popen, start) -> subprocess.Popen:
         """The process to watch from now on: this one while it runs, else a new one once its
         back-off has passed."""
         if process.poll() is None:
             return process
-        now = time.monotonic()
-        if self.restart_at is None:
-            died_young = now - self.started_at < self.YOUNG_SECONDS
-            delay = self.backoff if died_young else 0.0
-            self.backoff = min(self.backoff * 2, self.MAX_BACKOFF_SECONDS) if died_young else 1.0
-            self.restart_at = now + delay
-            self.out.write(
+        if not self.exit_seen:
+            self.exit_seen = True
+            wait = 0.0
+            if time.monotonic() - self.started_at < self.YOUNG_SECONDS:
+                wait = self.backoff.failed()
+            else:
+                self.backoff.succeeded()
+            _say(
+                self.out,
                 f"{self.name} exited with code {process.returncode}; restarting it"
-                + (f" in {delay:.0f} s.\n" if delay else ".\n")
+                + (f" in {wait:.0f} s." if wait else "."),
             )
-            self.out.flush()
-        if now < self.restart_at:
+        if not self.backoff.due():
             return process
-        self.restart_at = None
-        self.started_at = now
+        self.exit_seen = False
+        self.started_at = time.monotonic()
         return start()
-
-
-def _requeue_lost_images(out) -> None:
-    from gallery.indexing.queueing import requeue_lost_images
-    from gallery.indexing.text_reading import requeue_unread_images
-
-    try:
-        queued = requeue_lost_images()
-    except Exception as error:  # the site keeps serving; the next round tries again
-        out.write(f"Could not re-queue pending images: {error}\n")
-        return
-    if queued:
-        out.write(f"Re-queued {queued} pending image(s) for encoding.\n")
-        out.flush()
-    try:
-        # Quietly: after an upgrade this queues the existing library's OCR a round at a time.
-        requeue_unread_images()
-    except Exception as error:
-        out.write(f"Could not queue OCR of unread images: {error}\n")
 
 
 def run_site(*, host: str, port: int, workers: int, web_workers: int, out) -> int:
@@ -337,30 +378,33 @@ def run_site(*, host: str, port: int, workers: int, web_workers: int, out) -> in
             return 1
         out.write(f"Visual Search is running at {url}  (Ctrl-C to stop)\n")
         out.flush()
-        next_requeue = 0.0
-        watches = [ServiceWatch("PostgreSQL", out), ServiceWatch("Valkey", out)]
+        site.requeue = site.start_requeue()
+        services = current_services()
+        server_watches = []
+        if services is not None:
+            server_watches = [
+                ServiceWatch("PostgreSQL", services.restart_postgres_if_dead, out),
+                ServiceWatch("Valkey", services.restart_valkey_if_dead, out),
+            ]
         web_watch = ChildWatch("gunicorn", out)
+        requeue_watch = ChildWatch("The re-queue loop", out)
         worker_watches = [ChildWatch("RQ worker", out) for _ in site.workers]
         ocr_watches = [ChildWatch("OCR worker", out) for _ in site.ocr_workers]
         while not stop_requested.wait(1.0):
-            services = current_services()
-            if services is not None:
-                restarts = [services.restart_postgres_if_dead, services.restart_valkey_if_dead]
-                for watch, restart in zip(watches, restarts, strict=True):
-                    if watch.due() and watch.attempt(restart):
-                        next_requeue = 0.0  # what waited for it is queued now
-            if time.monotonic() >= next_requeue:
-                _requeue_lost_images(out)
-                next_requeue = time.monotonic() + REQUEUE_EVERY_SECONDS
+            if any([watch.check() for watch in server_watches]):
+                # What waited for the server is queued now, not at the next round.
+                if site.requeue.poll() is None:
+                    site.requeue.send_signal(REQUEUE_NOW_SIGNAL)
             site.web = web_watch.restart_if_exited(site.web, site.start_web)
-            for index, watch in enumerate(worker_watches):
-                site.workers[index] = watch.restart_if_exited(
-                    site.workers[index], site.start_worker
-                )
-            for index, watch in enumerate(ocr_watches):
-                site.ocr_workers[index] = watch.restart_if_exited(
-                    site.ocr_workers[index], site.start_ocr_worker
-                )
+            site.requeue = requeue_watch.restart_if_exited(site.requeue, site.start_requeue)
+            site.workers = [
+                watch.restart_if_exited(process, site.start_worker)
+                for watch, process in zip(worker_watches, site.workers, strict=True)
+            ]
+            site.ocr_workers = [
+                watch.restart_if_exited(process, site.start_ocr_worker)
+                for watch, process in zip(ocr_watches, site.ocr_workers, strict=True)
+            ]
     finally:
         out.write("Stopping web server and workers...\n")
         out.flush()
