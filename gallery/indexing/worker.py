@@ -26,12 +26,12 @@ class SiteWorker(SimpleWorker):
 
 class EncodingWorker(SiteWorker):
     def work(self, *args, **kwargs):
-        from gallery.indexing import encoder, registry
+        from gallery.indexing import encoder, model_loading, registry
 
         # Load the registered models (active, and next during a switch) before the first job.
         try:
             for model in registry.models_to_fill():
-                registry.load_encoder(model)
+                model_loading.load_encoder(model)
         except encoder.ModelWeightsUnavailable:
             pass  # recorded on the model and logged; jobs retry loading and keep images pending
         return super().work(*args, **kwargs)
