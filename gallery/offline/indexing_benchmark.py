@@ -81,12 +81,6 @@ def run_indexing_benchmark(
     *, count: int, model: str, batch_size: int, small_count: int, progress=print
 ) -> dict:
     spec = encoder.ModelSpec(name=model, pretrained=encoder_base.RANDOM_WEIGHTS)
-    overrides = dict(
-        CLIP_MODEL=model,
-        CLIP_PRETRAINED=encoder_base.RANDOM_WEIGHTS,
-        CLIP_WEIGHTS_FILE="",
-        ENCODE_BATCH_SIZE=batch_size,
-    )
     default = (encoder.configured_backend(), settings.CLIP_PRECISION)
     default_label = default[0] if default[0] == "torch" else "{} {}".format(*default)
     results = {
@@ -102,7 +96,7 @@ def run_indexing_benchmark(
     ]
     with (
         tempfile.TemporaryDirectory(prefix="visual-search-bench-") as folder,
-        override_settings(**overrides),
+        override_settings(**sandbox.random_weights(model), ENCODE_BATCH_SIZE=batch_size),
         sandbox.isolated_library("bench") as library,
     ):
         generated = {}

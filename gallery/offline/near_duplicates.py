@@ -15,7 +15,7 @@ import numpy as np
 from django.test.utils import override_settings
 
 from gallery.indexing import encoder_base
-from gallery.offline import duplicate_images, sandbox
+from gallery.offline import duplicate_images, sandbox, synthetic
 
 
 def same_group_pairs(groups) -> set[tuple]:
@@ -152,11 +152,7 @@ def run_scan_timing(*, model: str, scan_sizes: list[int], progress=print) -> lis
 
     from gallery.indexing import registry, vector_index
     from gallery.library import duplicates, perceptual_hash
-    from gallery.offline import synthetic
 
-    overrides = dict(
-        CLIP_MODEL=model, CLIP_PRETRAINED=encoder_base.RANDOM_WEIGHTS, CLIP_WEIGHTS_FILE=""
-    )
     rows = []
     for size in scan_sizes:
         progress(f"Timing the scan at {size:,} synthetic images (pHashes first)...")
@@ -174,7 +170,10 @@ def run_scan_timing(*, model: str, scan_sizes: list[int], progress=print) -> lis
             for bit in rng.choice(64, size=4, replace=False):
                 flipped ^= 1 << int(bit)
             hashes.append(perceptual_hash.as_stored(flipped & ((1 << 64) - 1)))
-        with override_settings(**overrides), sandbox.isolated_library("benchdupscan"):
+        with (
+            override_settings(**sandbox.random_weights(model)),
+            sandbox.isolated_library("benchdupscan"),
+        ):
             active = registry.active_model()
             vectors = synthetic.clustered_unit_vectors(size, seed=3, dimensions=active.dimensions)
             # A near-copy for every 20th vector, so the scan finds pairs as in a real library.

@@ -16,13 +16,14 @@ def or_dash(value):
     return "-" if value is None else value
 
 
-def record_rows(records, columns: dict) -> list[list]:
-    """A row per record: `columns` maps each header to the record's key, or to a function of
+def record_cells(record: dict, columns: dict) -> list:
+    """A record's cells: `columns` maps each header to the record's key, or to a function of
     the record for a cell that is formatted or combined."""
-    return [
-        [cell(record) if callable(cell) else record[cell] for cell in columns.values()]
-        for record in records
-    ]
+    return [cell(record) if callable(cell) else record[cell] for cell in columns.values()]
+
+
+def record_rows(records, columns: dict) -> list[list]:
+    return [record_cells(record, columns) for record in records]
 
 
 class FiguresPrinter:

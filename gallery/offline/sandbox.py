@@ -23,8 +23,15 @@ from django.test.utils import override_settings
 from rq import Worker
 
 from gallery.indexing import registry
+from gallery.indexing.encoder_base import RANDOM_WEIGHTS
 from searchsite.paths import PROJECT_DIR
 from searchsite.supervisor import worker_command
+
+
+def random_weights(architecture: str) -> dict:
+    """Settings for `architecture` with random weights: what the benchmarks time and index does
+    not depend on the weights, and nothing is downloaded."""
+    return {"CLIP_MODEL": architecture, "CLIP_PRETRAINED": RANDOM_WEIGHTS, "CLIP_WEIGHTS_FILE": ""}
 
 
 @dataclass

@@ -96,12 +96,7 @@ def run_search_benchmark(
     row also shows that each model's partial index serves its own vectors only.
     """
     figures = {"count": count, "m": m, "ef_construction": ef_construction, "storage": storage}
-    overrides = dict(
-        CLIP_MODEL=model,
-        CLIP_PRETRAINED=encoder_base.RANDOM_WEIGHTS,
-        CLIP_WEIGHTS_FILE="",
-        SEARCH_INDEX_STORAGE=storage,
-    )
+    overrides = {**sandbox.random_weights(model), "SEARCH_INDEX_STORAGE": storage}
     with override_settings(**overrides), sandbox.isolated_library("benchsearch") as library:
         vector_index.forget_index_storages()
         active = registry.active_model()
