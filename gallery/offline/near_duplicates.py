@@ -103,44 +103,60 @@ def run_duplicates_benchmark(
             active, threshold=min(thresholds), neighbours=settings.NEAR_DUPLICATE_NEIGHBOURS
         )
         hashes = {pk: perceptual_hash.perceptual_hash(image) for pk, image in stored.items()}
-        figures["grid"] = []
-        for threshold in thresholds:
-            for distance in [*hash_distances, None]:  # None: cosine alone (the search page)
-                kept = [
-                    pair
-                    for pair, similarity in pairs.items()
-                    if similarity >= threshold
-                    and (
-                        distance is None
-                        or perceptual_hash.distance(hashes[pair[0]], hashes[pair[1]]) <= distance
-                    )
-                ]
-                figures["grid"].append(
-                    {
-                        "threshold": threshold,
-                        "phash_distance": distance,
-                        **pair_scores(_union_groups(kept), truth),
-                    }
-                )
+        figures["grid"] = _grid_figures(pairs, hashes, truth, thresholds, hash_distances)
         figures["phash_only"] = _phash_only_figures(hashes, truth, hash_distances)
-        # The shipped rule with other numbers of neighbours per image and of hash bands (0:
-        # the index's candidates alone): what each side adds to recall.
-        figures["neighbours"] = []
-        for k in neighbours:
-            for band_count in bands:
-                started = time.perf_counter()
-                scan = duplicates.find_duplicate_groups(neighbours=k, bands=band_count)
-                figures["neighbours"].append(
-                    {
-                        "neighbours": k,
-                        "bands": band_count,
-                        **pair_scores([g.ids for g in scan.groups], truth),
-                        "hash_pairs": scan.hash_pairs,
-                        "seconds": round(time.perf_counter() - started, 3),
-                    }
-                )
+        figures["neighbours"] = _neighbours_figures(truth, neighbours, bands)
 
     return figures
+
+
+def _grid_figures(pairs: dict, hashes: dict, truth, thresholds, hash_distances) -> list[dict]:
+    """The groups' scores for every cosine threshold and pHash distance (None: cosine alone,
+    as the search page folds near-duplicates)."""
+    from gallery.library import perceptual_hash
+
+    rows = []
+    for threshold in thresholds:
+        for distance in [*hash_distances, None]:
+            kept = [
+                pair
+                for pair, similarity in pairs.items()
+                if similarity >= threshold
+                and (
+                    distance is None
+                    or perceptual_hash.distance(hashes[pair[0]], hashes[pair[1]]) <= distance
+                )
+            ]
+            rows.append(
+                {
+                    "threshold": threshold,
+                    "phash_distance": distance,
+                    **pair_scores(_union_groups(kept), truth),
+                }
+            )
+    return rows
+
+
+def _neighbours_figures(truth, neighbours, bands) -> list[dict]:
+    """The shipped rule with other numbers of neighbours per image and of hash bands (0: the
+    index's candidates alone): what each side adds to recall."""
+    from gallery.library import duplicates
+
+    rows = []
+    for k in neighbours:
+        for band_count in bands:
+            started = time.perf_counter()
+            scan = duplicates.find_duplicate_groups(neighbours=k, bands=band_count)
+            rows.append(
+                {
+                    "neighbours": k,
+                    "bands": band_count,
+                    **pair_scores([g.ids for g in scan.groups], truth),
+                    "hash_pairs": scan.hash_pairs,
+                    "seconds": round(time.perf_counter() - started, 3),
+                }
+            )
+    return rows
 
 
 def run_scan_timing(*, model: str, scan_sizes: list[int], progress=print) -> list[dict]:

@@ -115,65 +115,15 @@ def run_ocr_benchmark(
         "model_resident_mib": round((process.memory_info().rss - resident) / 2**20),
     }
     with tempfile.TemporaryDirectory(prefix="bench-ocr-") as folder, isolated_library("ocr"):
-        samples = []  # (image id, words or None)
         progress(f"Generating and storing {count} images with words and {blank} without...")
-        for index in range(count + blank):
-            if index < count:
-                picture, words = text_sample(rng, own_words[index], fonts)
-            else:
-                picture, words = photo_like_background(rng, rng.choice(SIZES)), None
-            path = Path(folder) / f"{index:04}.jpg"
-            picture.save(path, "JPEG", quality=90)
-            stored = ingest_image(data=path.read_bytes(), filename=path.name, enqueue=False)
-            samples.append((stored.image.pk, words))
+        samples = _store_samples(Path(folder), rng, own_words, blank, fonts)
         Image.objects.update(status=Image.Status.INDEXED)
         progress("Reading them through gallery/indexing/ocr.py...")
-        readings = []
-        for done, (image_id, words) in enumerate(samples, 1):
-            image = Image.objects.get(pk=image_id)
-            source = text_reading.reading_sources(image)[0]
-            started, cpu_started = time.perf_counter(), time.process_time()
-            reading = reader.read(ocr.open_for_reading(source))
-            seconds = time.perf_counter() - started
-            # CPU time: what the image costs when other processes do not share the cores
-            # (the reader runs on `threads` threads, so it is wall time x threads at most).
-            cpu_seconds = time.process_time() - cpu_started
-            text_reading.store_image_text(image_id=image_id, text=reading.text)
-            readings.append(
-                {
-                    "image": image_id,
-                    "words": words,
-                    "text": reading.text,
-                    "seconds": seconds,
-                    "cpu_seconds": cpu_seconds,
-                    "detect_seconds": reading.detect_seconds,
-                    "recognise_seconds": reading.recognise_seconds,
-                    "source_side": min(PILImage.open(source).size),
-                }
-            )
-            if done % 50 == 0:
-                progress(f"  {done} of {len(samples)}")
+        readings = _read_samples(reader, samples, progress)
         with_text = [reading for reading in readings if reading["words"]]
         without_text = [reading for reading in readings if not reading["words"]]
-        expected = found = read_tokens = right_tokens = 0
-        for reading in with_text:
-            truth = {word.lower() for word in reading["words"]}
-            got = tokens(reading["text"])
-            expected += len(truth)
-            found += len(truth & set(got))
-            read_tokens += len(got)
-            right_tokens += sum(token in truth for token in got)
-        try:
-            _give_placeholder_vectors([image_id for image_id, _ in samples])
-            search, searched_by = (
-                product_keyword_top_ids,
-                "the site's keyword search (mode=keyword)",
-            )
-            search("probe")
-        except Exception as error:  # no keyword mode in this version: plain full-text search
-            progress(f"Keyword search of the site unavailable ({error}); using plain FTS.")
-            search = keyword_top_ids
-            searched_by = "PostgreSQL full-text search over ocr_text ('english')"
+        expected, found, read_tokens, right_tokens = _word_counts(with_text)
+        search, searched_by = _keyword_search([image_id for image_id, _ in samples], progress)
         hits = sum(reading["image"] in search(reading["words"][0]) for reading in with_text)
     figures.update(
         {
@@ -207,3 +157,79 @@ def run_ocr_benchmark(
         }
     )
     return figures
+
+
+def _store_samples(folder: Path, rng: random.Random, own_words, blank: int, fonts) -> list:
+    """Images with each own word (and a few more), then `blank` without text, stored through
+    ingest; (image id, words or None) each."""
+    samples = []
+    for index in range(len(own_words) + blank):
+        if index < len(own_words):
+            picture, words = text_sample(rng, own_words[index], fonts)
+        else:
+            picture, words = photo_like_background(rng, rng.choice(SIZES)), None
+        path = folder / f"{index:04}.jpg"
+        picture.save(path, "JPEG", quality=90)
+        stored = ingest_image(data=path.read_bytes(), filename=path.name, enqueue=False)
+        samples.append((stored.image.pk, words))
+    return samples
+
+
+def _read_samples(reader, samples: list, progress) -> list[dict]:
+    """Each image read by the product's reader from the file the OCR job reads, timed."""
+    readings = []
+    for done, (image_id, words) in enumerate(samples, 1):
+        image = Image.objects.get(pk=image_id)
+        source = text_reading.reading_sources(image)[0]
+        started, cpu_started = time.perf_counter(), time.process_time()
+        reading = reader.read(ocr.open_for_reading(source))
+        seconds = time.perf_counter() - started
+        # CPU time: what the image costs when other processes do not share the cores
+        # (the reader runs on `threads` threads, so it is wall time x threads at most).
+        cpu_seconds = time.process_time() - cpu_started
+        text_reading.store_image_text(image_id=image_id, text=reading.text)
+        readings.append(
+            {
+                "image": image_id,
+                "words": words,
+                "text": reading.text,
+                "seconds": seconds,
+                "cpu_seconds": cpu_seconds,
+                "detect_seconds": reading.detect_seconds,
+                "recognise_seconds": reading.recognise_seconds,
+                "source_side": min(PILImage.open(source).size),
+            }
+        )
+        if done % 50 == 0:
+            progress(f"  {done} of {len(samples)}")
+    return readings
+
+
+def _word_counts(with_text: list[dict]) -> tuple[int, int, int, int]:
+    """(words drawn, of them read, tokens read, of them right) over the images with words."""
+    expected = found = read_tokens = right_tokens = 0
+    for reading in with_text:
+        truth = {word.lower() for word in reading["words"]}
+        got = tokens(reading["text"])
+        expected += len(truth)
+        found += len(truth & set(got))
+        read_tokens += len(got)
+        right_tokens += sum(token in truth for token in got)
+    return expected, found, read_tokens, right_tokens
+
+
+def _keyword_search(image_ids: list[int], progress):
+    """The site's keyword search where this version has one, else plain full-text search;
+    with what the figures call it."""
+    try:
+        _give_placeholder_vectors(image_ids)
+        search, searched_by = (
+            product_keyword_top_ids,
+            "the site's keyword search (mode=keyword)",
+        )
+        search("probe")
+    except Exception as error:  # no keyword mode in this version: plain full-text search
+        progress(f"Keyword search of the site unavailable ({error}); using plain FTS.")
+        search = keyword_top_ids
+        searched_by = "PostgreSQL full-text search over ocr_text ('english')"
+    return search, searched_by

@@ -74,6 +74,33 @@ class Command(BaseCommand):
             progress=self.stderr.write,
         )
         printer = FiguresPrinter(self.stdout)
+        self._print_scores(printer, figures)
+        figures["scan"] = near_duplicates.run_scan_timing(
+            model=model,
+            scan_sizes=[int(value) for value in scan_sizes.split(",") if value],
+            progress=self.stderr.write,
+        )
+        if figures["scan"]:
+            printer.records(
+                figures["scan"],
+                {
+                    "images": "images",
+                    "scan s": "seconds",
+                    "hash side s": "hash_side_seconds",
+                    "index side s": "index_side_seconds",
+                    "ms per image": "ms_per_image",
+                    "index pairs": "index_pairs",
+                    "hash pairs": "hash_pairs",
+                    "confirmed": "confirmed_pairs",
+                    "planted": "planted_pairs",
+                },
+                gap=True,
+            )
+        printer.save_json(options["json_path"], figures)
+
+    @staticmethod
+    def _print_scores(printer: FiguresPrinter, figures: dict) -> None:
+        """How far apart copies and distinct images are, and the groups' scores per rule."""
         cosine = figures["cosine"]
         printer.line(
             f"{figures['images']} images ({figures['originals']} originals, "
@@ -131,25 +158,3 @@ class Command(BaseCommand):
             f"{figures['scan_seconds_cold']} s cold (pHashes read from the thumbnails), "
             f"{figures['scan_seconds_warm']} s with pHashes stored"
         )
-        figures["scan"] = near_duplicates.run_scan_timing(
-            model=model,
-            scan_sizes=[int(value) for value in scan_sizes.split(",") if value],
-            progress=self.stderr.write,
-        )
-        if figures["scan"]:
-            printer.records(
-                figures["scan"],
-                {
-                    "images": "images",
-                    "scan s": "seconds",
-                    "hash side s": "hash_side_seconds",
-                    "index side s": "index_side_seconds",
-                    "ms per image": "ms_per_image",
-                    "index pairs": "index_pairs",
-                    "hash pairs": "hash_pairs",
-                    "confirmed": "confirmed_pairs",
-                    "planted": "planted_pairs",
-                },
-                gap=True,
-            )
-        printer.save_json(options["json_path"], figures)
