@@ -22,6 +22,29 @@ class SiteForm(forms.Form):
         return " ".join(message for errors in self.errors.values() for message in errors)
 
 
+class TagNamesField(forms.CharField):
+    """Comma-separated tag names, cleaned by the library's own rules (gallery/library/tags.py)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(required=False, max_length=2000, **kwargs)
+
+    def clean(self, value) -> list[str]:
+        try:
+            return parse_tag_names(super().clean(value))
+        except InvalidTagName as error:
+            raise forms.ValidationError(error.message) from None
+
+
+class TagFilterField(forms.CharField):
+    """Comma-separated tag names to filter by (names need not exist yet: the search says)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(required=False, **kwargs)
+
+    def clean(self, value) -> list[str]:
+        return tag_filter_names(super().clean(value))
+
+
 class MultipleFileInput(forms.ClearableFileInput):
     allow_multiple_selected = True
 
@@ -33,21 +56,13 @@ class UploadForm(SiteForm):
         required=False,
         help_text="JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC/HEIF or AVIF.",
     )
-    tags = forms.CharField(
-        required=False, max_length=2000, help_text="Comma-separated, applied to every file."
-    )
+    tags = TagNamesField(help_text="Comma-separated, applied to every file.")
     caption = forms.CharField(required=False, max_length=2000, widget=forms.TextInput)
 
     def __init__(self, *args, uploaded_files=(), oversized=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.uploaded_files = list(uploaded_files)
         self.oversized = list(oversized)
-
-    def clean_tags(self) -> list[str]:
-        try:
-            return parse_tag_names(self.cleaned_data["tags"])
-        except InvalidTagName as error:
-            raise forms.ValidationError(str(error)) from None
 
     def clean(self):
         cleaned = super().clean()
@@ -80,9 +95,9 @@ class SearchForm(SiteForm):
     """Search parameters, shared by the search page and GET/POST /api/search."""
 
     q = forms.CharField(required=False, strip=False, label="Search")
-    tags_any = forms.CharField(required=False, label="Any of these tags")
-    tags_all = forms.CharField(required=False, label="All of these tags")
-    tags_not = forms.CharField(required=False, label="None of these tags")
+    tags_any = TagFilterField(label="Any of these tags")
+    tags_all = TagFilterField(label="All of these tags")
+    tags_not = TagFilterField(label="None of these tags")
     after = forms.DateField(
         required=False, label="Taken from", widget=forms.DateInput(attrs={"type": "date"})
     )
@@ -130,41 +145,20 @@ class SearchForm(SiteForm):
     more = MarkedImagesField(required=False)
     less = MarkedImagesField(required=False)
 
-    def clean_tags_any(self) -> list[str]:
-        return tag_filter_names(self.cleaned_data["tags_any"])
-
-    def clean_tags_all(self) -> list[str]:
-        return tag_filter_names(self.cleaned_data["tags_all"])
-
-    def clean_tags_not(self) -> list[str]:
-        return tag_filter_names(self.cleaned_data["tags_not"])
-
 
 # -- the library: editing, selecting and filtering images ------------------------------------
-
-
-def _tag_names_field(form: forms.Form) -> list[str]:
-    try:
-        return parse_tag_names(form.cleaned_data["tags"])
-    except InvalidTagName as error:
-        raise forms.ValidationError(str(error)) from None
 
 
 class ImageEditForm(SiteForm):
     caption = forms.CharField(
         required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 3})
     )
-    tags = forms.CharField(
-        required=False, max_length=2000, help_text="Comma-separated; replaces the image's tags."
-    )
+    tags = TagNamesField(help_text="Comma-separated; replaces the image's tags.")
 
     @classmethod
     def for_image(cls, image) -> "ImageEditForm":
         tags = ", ".join(tag.name for tag in image.tags.all())
         return cls(initial={"caption": image.caption, "tags": tags})
-
-    def clean_tags(self) -> list[str]:
-        return _tag_names_field(self)
 
 
 class ImageIdsField(forms.Field):
@@ -190,12 +184,9 @@ class ImageSelectionForm(SiteForm):
 
     images = ImageIdsField(error_messages={"required": "Select at least one image first."})
     action = forms.ChoiceField(choices=[("delete", "Delete"), ("tag", "Add tags")])
-    tags = forms.CharField(required=False, max_length=2000)
+    tags = TagNamesField()
     # The gallery's query string (filters and page), to return to the same listing.
     return_to = forms.CharField(required=False, max_length=2000)
-
-    def clean_tags(self) -> list[str]:
-        return _tag_names_field(self)
 
     def clean(self):
         cleaned = super().clean()

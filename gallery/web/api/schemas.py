@@ -21,9 +21,13 @@ def _blank_is_absent(value):
     return None if isinstance(value, str) and not value.strip() else value
 
 
-def OptionalParam(kind, **field):
-    """An optional parameter of `kind`; an empty value is the same as none."""
-    return Annotated[kind | None, BeforeValidator(_blank_is_absent), Field(None, **field)]
+def OptionalParam(kind, *, description: str = "", **bounds):
+    """An optional parameter of `kind` within `bounds` (ge, le: on the value itself, so the
+    document states them); an empty value is the same as none."""
+    value = Annotated[kind, Field(**bounds)] if bounds else kind
+    return Annotated[
+        value | None, BeforeValidator(_blank_is_absent), Field(None, description=description)
+    ]
 
 
 IMAGE_IDS_PATTERN = r"^\s*[0-9]+\s*(,\s*[0-9]+\s*)*$"
