@@ -10,6 +10,9 @@ from django.db.models.functions import Coalesce, TruncDate
 from gallery.errors import InvalidInput
 from gallery.models import Image
 
+# Images a gallery page shows (the page and GET /api/v1/images by default).
+GALLERY_PAGE_SIZE = 48
+
 
 def browse_images(
     *,

@@ -27,9 +27,9 @@ from django.test.utils import override_settings
 from django.urls import reverse
 
 from gallery.indexing import registry
+from gallery.library.selectors import GALLERY_PAGE_SIZE
 from gallery.offline import http_latency, indexing_benchmark, sandbox, synthetic
 from gallery.offline.timing import percentile
-from gallery.web.views import GALLERY_PAGE_SIZE
 from searchsite import supervisor
 
 KINDS = ("new_text", "repeated_text", "like", "query_image", "gallery", "detail")

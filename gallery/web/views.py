@@ -32,15 +32,13 @@ from gallery.web.forms import (
 from gallery.web.limits import limit_search_rate
 from gallery.web.responses import wants_json
 
-GALLERY_PAGE_SIZE = 48
-
 
 @reads_from_replica
 def gallery(request):
     filters = GalleryFilterForm(request.GET)
     valid = filters.is_valid()  # invalid filters are left out and their errors shown
     images = selectors.browse_images(**filters.filters())
-    page = Paginator(images, GALLERY_PAGE_SIZE).get_page(request.GET.get("page"))
+    page = Paginator(images, selectors.GALLERY_PAGE_SIZE).get_page(request.GET.get("page"))
     counts = progress.status_counts()
     query = filters.query()
     context = {

@@ -9,6 +9,7 @@ from ninja import Schema
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
 from gallery.library.lifecycle import MAX_CAPTION_LENGTH
+from gallery.library.selectors import GALLERY_PAGE_SIZE
 from gallery.library.tags import clean_tag_names, parse_tag_names
 from gallery.search.query_syntax import MAX_QUERY_LENGTH
 from gallery.search.request import MODES, SORTS, marked_image_ids, tag_filter_names
@@ -148,7 +149,7 @@ class ImageFilters(Schema):
     after: OptionalParam(date, description="Taken on or after this day (YYYY-MM-DD).")
     before: OptionalParam(date, description="Taken on or before this day (YYYY-MM-DD).")
     page: int = Field(1, ge=1, le=settings.SEARCH_MAX_RESULTS)
-    page_size: int = Field(48, ge=1, le=settings.SEARCH_MAX_PAGE_SIZE)
+    page_size: int = Field(GALLERY_PAGE_SIZE, ge=1, le=settings.SEARCH_MAX_PAGE_SIZE)
 
 
 # -- search ------------------------------------------------------------------------------------
