@@ -7,13 +7,23 @@ from pathlib import Path
 from gallery.management.tables import format_table
 
 
+def add_json_argument(parser, help: str = "write the figures to this file") -> None:
+    """The --json option of every command whose figures FiguresPrinter.save_json writes."""
+    parser.add_argument("--json", dest="json_path", help=help)
+
+
 def write_json(path, figures: dict) -> None:
     Path(path).write_text(json.dumps(figures, indent=2) + "\n")
 
 
-def or_dash(value):
-    """A figure for a table cell, "-" where there is none."""
-    return "-" if value is None else value
+def dash_if_none(key: str):
+    """A column of the record's `key`, "-" where the figure is None (not measured)."""
+    return lambda record: "-" if record[key] is None else record[key]
+
+
+def formatted(key: str, spec: str, suffix: str = ""):
+    """A column of the record's `key` written with a format spec (".3f", "+.4f", ".0%")."""
+    return lambda record: format(record[key], spec) + suffix
 
 
 def record_cells(record: dict, columns: dict) -> list:

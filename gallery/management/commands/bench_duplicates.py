@@ -2,7 +2,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from gallery.offline import near_duplicates
-from gallery.offline.reporting import FiguresPrinter, or_dash
+from gallery.offline.reporting import FiguresPrinter, add_json_argument, dash_if_none
 
 # Precision and recall of the groups found against the true groups, the end of every score row.
 GROUP_COLUMNS = {
@@ -46,7 +46,7 @@ class Command(BaseCommand):
             default="0,4,5,6,8",
             help="numbers of pHash bands to score the rule at (0: the index's candidates alone)",
         )
-        parser.add_argument("--json", dest="json_path", help="write the figures to this file")
+        add_json_argument(parser)
 
     def handle(
         self,
@@ -123,7 +123,7 @@ class Command(BaseCommand):
             figures["grid"],
             {
                 "cosine >=": "threshold",
-                "pHash <=": lambda row: or_dash(row["phash_distance"]),
+                "pHash <=": dash_if_none("phash_distance"),
                 **GROUP_COLUMNS,
             },
             gap=True,

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
 from gallery.offline import indexing_benchmark
-from gallery.offline.reporting import FiguresPrinter
+from gallery.offline.reporting import FiguresPrinter, add_json_argument, formatted
 
 
 class Command(BaseCommand):
@@ -18,7 +18,7 @@ class Command(BaseCommand):
         parser.add_argument("--small", type=int, default=None, help="small PNGs (default: --n)")
         parser.add_argument("--model", default="ViT-B-32")
         parser.add_argument("--batch-size", type=int, default=32)
-        parser.add_argument("--json", dest="json_path", help="write the figures to this file")
+        add_json_argument(parser)
 
     def handle(self, *args, n, small, model, batch_size, json_path, **options):
         figures = indexing_benchmark.run_indexing_benchmark(
@@ -38,7 +38,7 @@ class Command(BaseCommand):
             {
                 "encoder": "encoder",
                 "img/s": "images_per_s",
-                "vs torch fp32": lambda raw: f"{raw['vs_torch']:.2f}x",
+                "vs torch fp32": formatted("vs_torch", ".2f", "x"),
                 "shipped default": lambda raw: "yes" * raw["default"],
             },
             title="Raw forward pass, same images, alternating rounds (median):",
@@ -50,9 +50,9 @@ class Command(BaseCommand):
                 "n": "count",
                 "default raw img/s": "default_raw_images_per_s",
                 "pipeline img/s": "pipeline_images_per_s",
-                "pipeline/raw": lambda scenario: f"{scenario['pipeline_ratio']:.0%}",
+                "pipeline/raw": formatted("pipeline_ratio", ".0%"),
                 "worker img/s": "worker_images_per_s",
-                "worker/raw": lambda scenario: f"{scenario['worker_ratio']:.0%}",
+                "worker/raw": formatted("worker_ratio", ".0%"),
                 "ingest s": "ingest_seconds",
             },
             title="Pipeline (files -> vectors in PostgreSQL) with the default backend:",

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
 from gallery.offline import ocr_benchmark
-from gallery.offline.reporting import FiguresPrinter
+from gallery.offline.reporting import FiguresPrinter, add_json_argument
 from searchsite.supervisor import DEFAULT_WORKERS, thread_budget
 
 
@@ -25,7 +25,7 @@ class Command(BaseCommand):
             help="OCR threads (default: what `up` gives its OCR worker on this machine)",
         )
         parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--json", dest="json_path", help="write the figures to this file")
+        add_json_argument(parser)
 
     def handle(self, *args, n, blank, threads, seed, json_path, **options):
         if threads is None:

@@ -2,7 +2,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from gallery.offline import search_benchmark
-from gallery.offline.reporting import FiguresPrinter, record_cells
+from gallery.offline.reporting import FiguresPrinter, add_json_argument, record_cells
 
 # What every row of a search measurement shows first.
 RECALL_AND_LATENCY = {"recall@10": "recall_at_10", "p50 ms": "p50_ms", "p95 ms": "p95_ms"}
@@ -41,7 +41,7 @@ class Command(BaseCommand):
             default="ViT-L-14",
             help="a larger architecture measured beside the first ('' to skip; ViT-L-14: 768-d)",
         )
-        parser.add_argument("--json", dest="json_path", help="write the figures to this file")
+        add_json_argument(parser)
 
     def handle(self, *args, **options):
         figures = search_benchmark.run_search_benchmark(

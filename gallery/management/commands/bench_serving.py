@@ -1,16 +1,16 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from gallery.offline import serving
-from gallery.offline.reporting import FiguresPrinter, or_dash
+from gallery.offline.reporting import FiguresPrinter, add_json_argument, dash_if_none
 from searchsite.supervisor import DEFAULT_WEB_WORKERS, DEFAULT_WORKERS
 
 # The columns of every load table after its first (the kind of request, or the load).
 LOAD_COLUMNS = {
     "requests": "requests",
     "req/s": "requests_per_s",
-    "p50 ms": lambda row: or_dash(row["p50_ms"]),
-    "p95 ms": lambda row: or_dash(row["p95_ms"]),
-    "p99 ms": lambda row: or_dash(row["p99_ms"]),
+    "p50 ms": dash_if_none("p50_ms"),
+    "p95 ms": dash_if_none("p95_ms"),
+    "p99 ms": dash_if_none("p99_ms"),
     "errors": "errors",
 }
 MEMORY_COLUMNS = {
@@ -21,7 +21,7 @@ MEMORY_COLUMNS = {
     "threads": lambda row: row["threads"] or "-",
     "torch": lambda row: {True: "yes", False: "no"}.get(row["torch_imported"], "-"),
     "RSS MiB": "rss_mib",
-    "USS MiB": lambda row: or_dash(row["uss_mib"]),
+    "USS MiB": dash_if_none("uss_mib"),
 }
 
 
@@ -46,7 +46,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--mix", default=default_mix, help=f"relative weights (default: {default_mix})"
         )
-        parser.add_argument("--json", dest="json_path", help="write the figures to this file")
+        add_json_argument(parser)
         parser.add_argument(
             "--log", dest="log_path", help="keep the site's output (access log, workers) here"
         )

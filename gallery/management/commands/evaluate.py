@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from gallery.indexing.encoder import ModelWeightsUnavailable
 from gallery.offline import datasets, evaluation, evaluation_report
-from gallery.offline.reporting import FiguresPrinter
+from gallery.offline.reporting import FiguresPrinter, add_json_argument, formatted
 from gallery.search.feedback import MAX_MARKED_IMAGES
 
 
@@ -38,7 +38,7 @@ class Command(BaseCommand):
             dest="report_dir",
             help="folder for report.html, plots and evaluation.json",
         )
-        parser.add_argument("--json", dest="json_path", help="also write the figures here")
+        add_json_argument(parser, help="also write the figures here")
         parser.add_argument(
             "--feedback-rounds",
             type=int,
@@ -154,10 +154,10 @@ class Command(BaseCommand):
                 "query set": "query set",
                 "round": "round",
                 "n": "queries",
-                "P@10": lambda row: f"{row['P@10']:.3f}",
-                "mAP": lambda row: f"{row['mAP']:.3f}",
-                "residual mAP": lambda row: f"{row['residual mAP']:.3f}",
-                "round 0 residual mAP": lambda row: f"{row['first ranking residual mAP']:.3f}",
+                "P@10": formatted("P@10", ".3f"),
+                "mAP": formatted("mAP", ".3f"),
+                "residual mAP": formatted("residual mAP", ".3f"),
+                "round 0 residual mAP": formatted("first ranking residual mAP", ".3f"),
             },
         )
 
@@ -179,8 +179,8 @@ class Command(BaseCommand):
                 "encoder": "encoder",
                 "n": "queries",
                 "mAP": "mAP",
-                "vs torch fp32": lambda row: f"{row['mAP_change']:+.4f}",
-                "top-10 overlap": lambda row: f"{row['top10_overlap']:.1%}",
+                "vs torch fp32": formatted("mAP_change", "+.4f"),
+                "top-10 overlap": formatted("top10_overlap", ".1%"),
             },
         )
         printer.save_json(json_path, figures)
