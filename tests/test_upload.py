@@ -180,7 +180,7 @@ def test_gallery_shows_images_with_status_and_tags(uploader, media_root, client)
 def test_16_bit_grayscale_keeps_its_gradient_in_thumbnail_and_vector(uploader, media_root):
     import numpy as np
 
-    from gallery import pixels
+    from gallery.pixels import open_upright
 
     ramp = np.tile(np.linspace(0, 65535, 256), (128, 1)).astype(np.uint16)
     buffer = io.BytesIO()
@@ -191,7 +191,7 @@ def test_16_bit_grayscale_keeps_its_gradient_in_thumbnail_and_vector(uploader, m
         pixels = np.asarray(thumbnail.convert("L"), dtype=np.float64)
     # Clipped at 255 it was a white square; scaled, it runs from black to white.
     assert pixels.min() < 20 and pixels.max() > 235 and pixels.std() > 50
-    for_model = np.asarray(pixels.open_upright(image.file.path, 64))
+    for_model = np.asarray(open_upright(image.file.path, 64))
     assert for_model.std() > 50
 
 
