@@ -3,7 +3,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from gallery.indexing.encoder import ModelWeightsUnavailable
-from gallery.offline import datasets, evaluation, evaluation_report
+from gallery.offline import backend_agreement, datasets, evaluation, evaluation_report
 from gallery.offline.reporting import FiguresPrinter, add_json_argument, formatted
 from gallery.search.feedback import MAX_MARKED_IMAGES
 
@@ -163,7 +163,7 @@ class Command(BaseCommand):
 
     def _compare_backends(self, config, json_path) -> None:
         try:
-            figures = evaluation.compare_backends(config)
+            figures = backend_agreement.compare_backends(config)
         except (datasets.DatasetError, ModelWeightsUnavailable) as error:
             raise CommandError(str(error)) from None
         printer = FiguresPrinter(self.stdout)
