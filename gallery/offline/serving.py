@@ -446,27 +446,7 @@ def run_serving_benchmark(
         log_path = Path(log_path or folder / "site.log")
         with log_path.open("wb") as log:
             started = time.perf_counter()
-            site = supervisor.start_site_processes(
-                host="127.0.0.1",
-                port=port,
-                workers=workers,
-                web_workers=web_workers,
-                # The load comes to 127.0.0.1, whatever hosts the real site answers to. The
-                # simulated users have no account: a private library would send every
-                # request to the login page (a 302 that would count as a success). They all
-                # share one address, so per-client rate limits are off.
-                env=library.child_environment(
-                    ALLOWED_HOSTS="127.0.0.1",
-                    SITE_ACCESS="public",
-                    SEARCH_RATE_LIMIT="",
-                    QUERY_IMAGE_RATE_LIMIT="",
-                    # OCR would read the imported images in the background for minutes,
-                    # taking cores from the load being measured.
-                    OCR_ENABLED="0",
-                ),
-                output=log,
-                ocr_workers=0,
-            )
+            site = _start_site(library, port, web_workers=web_workers, workers=workers, log=log)
             try:
                 if not supervisor.wait_until_serving(
                     f"http://127.0.0.1:{port}/", site.web, timeout=READY_TIMEOUT_SECONDS
@@ -485,6 +465,31 @@ def run_serving_benchmark(
                 progress("Stopping the site...")
                 site.stop()
     return figures
+
+
+def _start_site(library, port: int, *, web_workers: int, workers: int, log):
+    """gunicorn and the RQ workers as `up` starts them, on the isolated library."""
+    return supervisor.start_site_processes(
+        host="127.0.0.1",
+        port=port,
+        workers=workers,
+        web_workers=web_workers,
+        # The load comes to 127.0.0.1, whatever hosts the real site answers to. The simulated
+        # users have no account: a private library would send every request to the login
+        # page (a 302 that would count as a success). They all share one address, so
+        # per-client rate limits are off.
+        env=library.child_environment(
+            ALLOWED_HOSTS="127.0.0.1",
+            SITE_ACCESS="public",
+            SEARCH_RATE_LIMIT="",
+            QUERY_IMAGE_RATE_LIMIT="",
+            # OCR would read the imported images in the background for minutes, taking cores
+            # from the load being measured.
+            OCR_ENABLED="0",
+        ),
+        output=log,
+        ocr_workers=0,
+    )
 
 
 def import_library(folder: Path, count: int, new_texts: NewTexts) -> tuple[LoadTargets, dict]:
