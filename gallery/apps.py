@@ -18,22 +18,20 @@ class GalleryConfig(AppConfig):
         post_migrate.connect(follow_configured_model, sender=self)
 
 
-def follow_configured_model(sender, plan=None, using="default", **kwargs):
-    """After `migrate` (every `up`, every Compose web start), register the configured model.
-
-    `flush` also sends post_migrate, without a plan: it is left alone.
+def follow_configured_model(sender, using="default", **kwargs):
+    """After `migrate` (every `up`, every Compose web start) and `flush` (which empties the
+    registry), register the configured model: the registry's reads never do.
     """
     from django.db import connections
 
-    from gallery.indexing import encoder, registry
+    from gallery.indexing import registry
+    from gallery.indexing.encoder_base import ModelWeightsUnavailable
     from gallery.models import EmbeddingModel
 
-    if plan is None:
-        return
     if EmbeddingModel._meta.db_table not in connections[using].introspection.table_names():
         return  # migrated to a state before the registry existed
 
     try:
         registry.sync_configured_model()
-    except encoder.ModelWeightsUnavailable as error:
+    except ModelWeightsUnavailable as error:
         logger.error("The configured CLIP model cannot be registered: %s", error)

@@ -211,7 +211,7 @@ def test_weights_that_cannot_load_keep_images_pending_and_say_why(
     settings.CLIP_PRETRAINED = "laion2b_s34b_b79k"
     # A library started with these weights: they are its first model, whatever ran before.
     EmbeddingModel.objects.all().delete()
-    registry.forget_cached_models()
+    registry.sync_configured_model()  # as `migrate` registers a new library's model
     images = add_images(3)
     with pytest.raises(Exception, match="CLIP_WEIGHTS_FILE"):
         encoding.encode_images([image.pk for image in images])
@@ -496,3 +496,23 @@ def test_a_new_upload_is_not_queued_behind_a_model_switch(media_root, queue, set
     run_one_job(queue)
     assert Image.objects.get(pk=upload.pk).status == Image.Status.INDEXED
     assert registry.next_model() is not None  # the switch goes on behind it
+
+
+def test_reading_the_registry_never_registers_a_model(settings):
+    from django.test.utils import CaptureQueriesContext
+
+    settings.CLIP_MODEL = LARGE  # configured but not registered: only `migrate` registers it
+    with CaptureQueriesContext(connection) as queries:
+        active = registry.active_model()
+        models = registry.models_to_fill()
+    assert active.architecture == SMALL and models == [active]
+    assert registry.next_model() is None
+    assert all(query["sql"].lstrip().upper().startswith("SELECT") for query in queries)
+
+    EmbeddingModel.objects.all().delete()  # a library `migrate` could not register a model in
+    registry.forget_cached_models()
+    with pytest.raises(registry.NoActiveModel):
+        registry.active_model()
+    with pytest.raises(registry.NoActiveModel):
+        registry.models_to_fill()
+    assert not EmbeddingModel.objects.exists()

@@ -4,7 +4,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from gallery.models import Image
+from gallery.indexing import registry
+from gallery.models import EmbeddingModel, Image
 from tests.conftest import active_encoder, active_vector, database_gone
 from tests.images import image_bytes
 
@@ -193,8 +194,18 @@ def test_a_new_configured_model_does_not_change_what_answers_searches(
     assert [hit["id"] for hit in after] == [hit["id"] for hit in before]
 
 
+@pytest.fixture
+def new_library_with_unloadable_weights(settings):
+    """A new library configured with weights that cannot load here, its first model registered
+    as `migrate` registers it."""
+    settings.CLIP_MODEL = "ViT-B-32"
+    settings.CLIP_PRETRAINED = "laion2b_s34b_b79k"
+    EmbeddingModel.objects.all().delete()
+    registry.sync_configured_model()
+
+
 def test_active_model_weights_missing_make_search_unavailable_with_instructions(
-    client, settings, db
+    client, settings, new_library_with_unloadable_weights
 ):
     settings.CLIP_MODEL = "ViT-B-32"  # a new library whose configured weights cannot load
     settings.CLIP_PRETRAINED = "laion2b_s34b_b79k"

@@ -7,6 +7,10 @@ results, and once every indexable image has a vector of the next model it become
 one transaction. Web processes re-read the active model every MODEL_REFRESH_SECONDS, so a
 switch reaches them without a restart. Changes to the registry are serialised by a
 PostgreSQL advisory lock, so concurrent processes cannot register or activate twice.
+
+Reads never write: the configured model is registered after `migrate` and `flush`
+(gallery/apps.py; every `up` and Compose web start migrates) and by `reindex`, and
+`prepare_models` registers it in a library with no active model; a search or a job never does.
 """
 
 import logging
@@ -41,6 +45,16 @@ class ModelSwitchError(InvalidInput):
     """A registry change that cannot be made now; the message says why."""
 
 
+class NoActiveModel(ModelWeightsUnavailable):
+    """No model is registered yet: searches and workers wait until `migrate` registers one."""
+
+    def __init__(self):
+        super().__init__(
+            "No CLIP model is registered yet. `visual-search migrate` (run by `up`) registers "
+            "the configured one (CLIP_MODEL) and says why when it cannot."
+        )
+
+
 # -- reading the registry --------------------------------------------------------------------
 
 _cached = {"active": None, "at": float("-inf")}
@@ -50,14 +64,15 @@ _cache_lock = threading.Lock()
 def active_model() -> EmbeddingModel:
     """The model every search uses, re-read from the database every MODEL_REFRESH_SECONDS.
 
-    An empty registry (a new library) registers the configured model as active.
+    Only reads: an empty registry (a library `migrate` has not registered a model in) raises
+    NoActiveModel, which searches answer as unavailable.
     """
     with _cache_lock:
         if time.monotonic() - _cached["at"] < settings.MODEL_REFRESH_SECONDS:
             return _cached["active"]
     model = EmbeddingModel.objects.filter(state=State.ACTIVE).first()
     if model is None:
-        model = sync_configured_model()
+        raise NoActiveModel()
     with _cache_lock:
         previous = _cached["active"]
         _cached.update(active=model, at=time.monotonic())
@@ -89,7 +104,7 @@ def models_to_fill() -> list[EmbeddingModel]:
         key=lambda model: model.state != State.ACTIVE,
     )
     if not models or models[0].state != State.ACTIVE:
-        models.insert(0, active_model())  # an empty registry registers the configured model
+        models.insert(0, active_model())  # an empty registry raises NoActiveModel
     return models
 
 
@@ -329,7 +344,12 @@ def prune_retired_models() -> list[tuple[str, int]]:
 def prepare_model_files() -> tuple[list[str], list[str]]:
     """Make what the configured backend needs on disk (ONNX exports) for every model in use,
     without loading a model into this process. Returns (errors, warnings): models that
-    cannot be loaded, and models that will run in torch instead of ONNX Runtime."""
+    cannot be loaded, and models that will run in torch instead of ONNX Runtime.
+
+    A library without an active model (migrate could not register one) gets the configured
+    model first, as at migrate."""
+    if not EmbeddingModel.objects.filter(state=State.ACTIVE).exists():
+        sync_configured_model()
     errors, warnings = [], []
     for model in models_to_fill():
         try:

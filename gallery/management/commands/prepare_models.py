@@ -7,7 +7,8 @@ class Command(BaseCommand):
     help = (
         "Export the active (and next) model to ONNX if the configured backend needs it and it "
         "is not exported yet, in a child process; `up` and Compose's web service run this "
-        "before serving, so no web worker waits for an export."
+        "before serving, so no web worker waits for an export. A library with no model yet "
+        "gets the configured one registered first."
     )
 
     def handle(self, *args, **options):
