@@ -16,3 +16,8 @@ urlpatterns = [
     path("api/search", first_search_view(), name="api_search"),
     path("", include("gallery.web.urls")),
 ]
+
+handler400 = "gallery.web.responses.bad_request"
+handler403 = "gallery.web.responses.permission_denied"
+handler404 = "gallery.web.responses.not_found"
+handler500 = "gallery.web.responses.server_error"

@@ -99,3 +99,77 @@ def test_the_openapi_document_states_the_bounds_it_enforces(member_client):
     assert branch("more")["pattern"] and branch("q")["maxLength"] == 1000
     answers = schema["paths"]["/api/v1/search"]["get"]["responses"]
     assert {"200", "400", "401", "429", "503"} <= set(answers)
+
+
+# -- what a fuzzer found (schemathesis): each was an HTML "Server Error" page ---------------
+
+
+def test_a_nul_character_in_a_tag_is_a_400_naming_tags(member_client, django_user_model):
+    from gallery.library.ingest import ingest_image
+    from gallery.models import Image
+    from tests.images import image_bytes
+
+    mine = django_user_model.objects.get(username="mia")
+    image = ingest_image(
+        data=image_bytes(pattern=7), filename="n.png", uploaded_by=mine, enqueue=False
+    ).image
+    address = reverse("api_v1:image", args=[image.pk])
+    for change in ({"tags": ["a\u0000b"]}, {"tags": "a\u0000b"}, {"caption": "x\u0000"}):
+        response = member_client.patch(address, change, content_type="application/json")
+        assert response.status_code == 400, change
+        error = response.json()["error"]
+        assert (
+            error["parameter"] in ("tags", "caption") and "control characters" in (error["message"])
+        )
+    assert list(Image.objects.get(pk=image.pk).tags.all()) == []
+    for text in ("a\u0000b", "q\u0007"):
+        search = member_client.get(reverse("api_v1:search"), {"q": text})
+        assert search.status_code == 400 and search.json()["error"]["parameter"] == "q"
+
+
+def test_a_page_number_beyond_bigint_is_a_400_naming_page(member_client):
+    response = member_client.get(reverse("api_v1:images"), {"page": "12287786328299430477824"})
+    assert response.status_code == 400 and response.json()["error"]["parameter"] == "page"
+
+
+def test_superscript_digits_in_marks_are_a_400_naming_the_mark(member_client):
+    for name in ("less", "more"):
+        response = member_client.post(reverse("api_v1:search"), {"q": "cat", name: "³"})
+        assert response.status_code == 400
+        assert response.json()["error"]["parameter"] == name
+
+
+def test_a_malformed_multipart_body_gets_the_json_error(member_client):
+    for address in (reverse("api_v1:search"), reverse("api_v1:images")):
+        response = member_client.generic(
+            "POST", address, b"garbage", content_type="multipart/form-data"
+        )
+        assert response.status_code == 400
+        assert response["Content-Type"] == "application/json"
+        assert "could not be read" in response.json()["error"]["message"]
+
+
+def test_an_unknown_api_address_is_a_json_404(member_client):
+    response = member_client.get("/api/v1/no-such-thing")
+    assert response.status_code == 404
+    assert response.json()["error"]["message"] == "There is nothing at this address."
+
+
+def test_a_crash_is_a_500_in_the_site_s_shape_never_django_s_bare_page(
+    django_user_model, monkeypatch
+):
+    from django.test import Client
+
+    from gallery.web.api import search
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(search, "run_search", crash)
+    monkeypatch.setattr("gallery.web.views.searching.run_search", crash)
+    client = Client(raise_request_exception=False)
+    client.force_login(django_user_model.objects.create_user("ivo", password="long-password-7"))
+    api = client.get(reverse("api_v1:search"), {"q": "cat"})
+    assert api.status_code == 500 and "went wrong" in api.json()["error"]["message"]
+    page = client.get(reverse("search"), {"q": "cat"}, HTTP_ACCEPT="text/html")
+    assert page.status_code == 500 and "Something went wrong" in page.content.decode()

@@ -1,5 +1,7 @@
 """Tag names as people type them, and the Tag rows they name (case-insensitive)."""
 
+import unicodedata
+
 from django.db import IntegrityError, transaction
 
 from gallery.errors import InvalidInput
@@ -27,6 +29,9 @@ def clean_tag_names(names) -> list[str]:
     for part in names:
         name = " ".join(str(part).split())
         if name and name.lower() not in seen:
+            if any(unicodedata.category(char) == "Cc" for char in name):
+                # Every other layer checks too; PostgreSQL cannot store NUL in any case.
+                raise InvalidTagName(f"A tag cannot contain control characters: {name[:40]!r}.")
             if "," in name:
                 # Filters take comma-separated names: such a tag could never be asked for.
                 raise InvalidTagName(f"A tag cannot contain a comma: {name[:40]!r}.")

@@ -5,7 +5,7 @@ API's exception handlers all answer through `error_response`."""
 from django.http import HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 
-from gallery.errors import UserError
+from gallery.errors import InvalidInput, NotAllowed, NotFound, UserError
 
 # Paths that always answer JSON: the APIs, and the health check that `up`, Compose and load
 # balancers read.
@@ -53,3 +53,32 @@ def error_response(
         request=None if error.status == 503 else request,
     )
     return HttpResponse(page, status=error.status, headers=error.headers)
+
+
+# Django's own error handlers (searchsite/urls.py), so a bad body, an unknown address or a
+# crash is answered in the same shape: JSON on the API, a page of the site elsewhere.
+
+
+def bad_request(request, exception=None):
+    detail = str(exception or "").strip()
+    message = "The request could not be read" + (f": {detail}." if detail else ".")
+    return error_response(request, InvalidInput(message))
+
+
+def not_found(request, exception=None):
+    return error_response(request, NotFound("There is nothing at this address."))
+
+
+def permission_denied(request, exception=None):
+    return error_response(request, NotAllowed(str(exception or "") or "You may not do that."))
+
+
+def server_error(request):
+    # Rendered without the request: whatever failed may be what its context needs.
+    if wants_json(request):
+        error = {"error": {"parameter": None, "message": SERVER_ERROR}}
+        return JsonResponse(error, status=500)
+    return HttpResponse(render_to_string("500.html", {"message": SERVER_ERROR}), status=500)
+
+
+SERVER_ERROR = "Something went wrong on our side; it has been logged. Please try again."

@@ -9,7 +9,13 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from gallery.errors import InvalidInput, NotAllowed, NotFound, NotLoggedIn, UserError
 from gallery.web.access import LOGIN_NEEDED
+from gallery.web.api.schemas import PRINTABLE, TAG_NAME
 from gallery.web.responses import error_response
+
+PATTERN_MESSAGES = {
+    PRINTABLE: "Remove the control characters (such as NUL) from this text.",
+    TAG_NAME: "A tag name cannot contain a comma or control characters (such as NUL).",
+}
 
 
 def _message(error: dict) -> str:
@@ -27,6 +33,8 @@ def _message(error: dict) -> str:
         given = error.get("input")
         length = f" is {len(given):,} characters long;" if isinstance(given, str) else ""
         return f"This{length} the limit is {context.get('max_length', 0):,} characters."
+    if kind == "string_pattern_mismatch":
+        return PATTERN_MESSAGES.get(context.get("pattern"), "This is not in the expected form.")
     if kind in ("greater_than_equal", "less_than_equal"):
         bound = context.get("ge", context.get("le"))
         direction = "greater" if kind == "greater_than_equal" else "less"
@@ -43,8 +51,16 @@ def _parameter(error: dict) -> str | None:
 
 
 def invalid_input(error: ValidationError) -> InvalidInput:
-    first = error.errors[0] if error.errors else {}
-    return InvalidInput(_message(first), _parameter(first))
+    errors = error.errors or [{}]
+    first = errors[0]
+    # A value that may be of several types (a list of tags or a string) fails each branch:
+    # say what is wrong with the branch it was, not that it is not the other.
+    same = [each for each in errors if _parameter(each) == _parameter(first)]
+    telling = [
+        each for each in same if not each.get("type", "").endswith(("_type", "none_required"))
+    ]
+    chosen = telling[0] if telling else first
+    return InvalidInput(_message(chosen), _parameter(chosen))
 
 
 def install_error_handlers(api: NinjaAPI) -> None:

@@ -32,6 +32,12 @@ def OptionalParam(kind, *, description: str = "", **bounds):
 
 
 IMAGE_IDS_PATTERN = r"^\s*[0-9]+\s*(,\s*[0-9]+\s*)*$"
+# Text without control characters (tab and line breaks allowed): PostgreSQL stores no NUL.
+PRINTABLE = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+# A tag name: printable and without commas (filters take comma-separated names).
+TAG_NAME = r"^[^,\x00-\x1f\x7f]*$"
+Text = Annotated[str, Field(pattern=PRINTABLE)]
+TagName = Annotated[str, Field(pattern=TAG_NAME)]
 
 
 ImageIds = Annotated[
@@ -41,9 +47,9 @@ ImageIds = Annotated[
 ]
 TagFilter = Annotated[
     str,
-    Field(max_length=2000),
+    Field(max_length=2000, pattern=PRINTABLE),
     AfterValidator(tag_filter_names),
-    WithJsonSchema({"type": "string", "maxLength": 2000}),
+    WithJsonSchema({"type": "string", "maxLength": 2000, "pattern": PRINTABLE}),
 ]
 
 
@@ -137,15 +143,15 @@ class UploadOut(Schema):
 class ImageChange(Schema):
     """The fields to change; a field left out keeps its value."""
 
-    caption: str | None = Field(None, max_length=MAX_CAPTION_LENGTH)
-    tags: Annotated[list[str] | str | None, AfterValidator(_tag_names)] = Field(
+    caption: Text | None = Field(None, max_length=MAX_CAPTION_LENGTH)
+    tags: Annotated[list[TagName] | Text | None, AfterValidator(_tag_names)] = Field(
         None, description="Replaces the image's tags: a list of names or comma-separated."
     )
 
 
 class ImageFilters(Schema):
     status: OptionalParam(Status)
-    tag: str = Field("", max_length=64, description="Only images with this tag (any case).")
+    tag: Text = Field("", max_length=64, description="Only images with this tag (any case).")
     after: OptionalParam(date, description="Taken on or after this day (YYYY-MM-DD).")
     before: OptionalParam(date, description="Taken on or before this day (YYYY-MM-DD).")
     page: int = Field(1, ge=1, le=settings.SEARCH_MAX_RESULTS)
@@ -158,7 +164,7 @@ class ImageFilters(Schema):
 class SearchParams(Schema):
     """What a search takes: the same names as the search page's form."""
 
-    q: str = Field(
+    q: Text = Field(
         "",
         max_length=MAX_QUERY_LENGTH,
         description="Text; `+`, `-` and weights like `2:sunset` combine terms.",
@@ -192,7 +198,7 @@ class SearchParams(Schema):
         le=settings.SEARCH_MAX_PAGE_SIZE,
         description=f"Results a page (default {settings.SEARCH_PAGE_SIZE}).",
     )
-    image_token: str = Field(
+    image_token: Text = Field(
         "", max_length=64, description="A query image kept from an earlier POST."
     )
     duplicates: OptionalParam(
