@@ -97,6 +97,7 @@ INSTALLED_APPS = [
     # The versioned API (/api/v1/); listed so its docs page serves Swagger UI from the
     # package's own static files instead of a CDN.
     "ninja",
+    "csp",
     "gallery",
 ]
 
@@ -113,6 +114,7 @@ MIDDLEWARE = [
     "gallery.web.access.SiteAccessMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "gallery.web.middleware.ErrorResponseMiddleware",
     # Last, as django-axes asks: it turns a locked-out login into the lockout page.
     "axes.middleware.AxesMiddleware",
@@ -322,6 +324,49 @@ QUERY_IMAGE_MAX_PIXELS = env_int("QUERY_IMAGE_MAX_PIXELS", 16_000_000)
 # ignored); n: the n-th address from the right of X-Forwarded-For is (gallery/web/limits.py).
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
 RATELIMIT_IP_META_KEY = "gallery.web.limits.client_ip"
+
+# HTTPS=true: the site is reached over HTTPS only (TLS ended by a proxy in front, or served
+# directly): cookies are Secure, browsers are told HSTS, plain HTTP is redirected (except the
+# health check, which container probes call over plain HTTP). Behind a proxy, the header it
+# sets to say the request came over HTTPS: HTTPS_PROXY_HEADER, by default X-Forwarded-Proto
+# when TRUSTED_PROXY_COUNT says there is a proxy; never trust it without one.
+HTTPS = env_bool("HTTPS", False)
+HTTPS_PROXY_HEADER = env_str(
+    "HTTPS_PROXY_HEADER", "X-Forwarded-Proto" if TRUSTED_PROXY_COUNT > 0 else ""
+)
+if HTTPS:
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("HSTS_SECONDS", 365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("HSTS_PRELOAD", False)
+    if not SECURE_HSTS_PRELOAD:
+        # Preloading is a registration of the domain in the browsers' lists, the owner's own
+        # decision; its absence is not a misconfiguration.
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
+    if HTTPS_PROXY_HEADER:
+        header = "HTTP_" + HTTPS_PROXY_HEADER.upper().replace("-", "_")
+        SECURE_PROXY_SSL_HEADER = (header, "https")
+
+# Content-Security-Policy (django-csp): scripts, styles and images from the site itself only,
+# no inline scripts anywhere (the pages' scripts are files in static/). django-rq's dashboard,
+# a staff page from the package, has inline scripts of its own, so it is left without one.
+CONTENT_SECURITY_POLICY = {
+    "EXCLUDE_URL_PREFIXES": ["/admin/rq/"],
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        # data: for the API docs' icons (Swagger UI).
+        "img-src": ["'self'", "data:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 # The limiter's cache calls go through gallery.cache's breaker; a count it cannot read lets
 # the request through rather than refusing everyone while Redis is away.
 RATELIMIT_FAIL_OPEN = True
