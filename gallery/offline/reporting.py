@@ -1,10 +1,10 @@
 """What the benchmark and evaluation commands print and keep: their figures as lines and tables
-(the one table format, gallery/management/tables.py) and as a JSON file."""
+(the one table format, gallery/text_tables.py) and as a JSON file."""
 
 import json
 from pathlib import Path
 
-from gallery.management.tables import format_table
+from gallery.text_tables import format_table
 
 
 def add_json_argument(parser, help: str = "write the figures to this file") -> None:

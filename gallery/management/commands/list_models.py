@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
 from gallery.indexing import registry
-from gallery.management.tables import format_table
+from gallery.text_tables import format_table
 from gallery.models import EmbeddingModel
 
 
