@@ -48,7 +48,7 @@ class ImageAdmin(admin.ModelAdmin):
     def thumbnail_preview(self, image):
         if not image.thumbnail:
             return "—"
-        return format_html('<img src="{}" style="height:48px" alt="">', image.thumbnail.url)
+        return format_html('<img src="{}" height="48" alt="">', image.thumbnail.url)
 
     @admin.action(description="Re-index selected images", permissions=["change"])
     def reindex_selected(self, request, queryset):

@@ -42,6 +42,8 @@ def start_browser():
         f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}",
     ):
         options.add_argument(flag)
+    # The console, for tests that read what the page reported (e.g. CSP violations).
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
 
 

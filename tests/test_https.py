@@ -92,3 +92,51 @@ def test_no_template_has_an_inline_script_or_event_handler():
         if INLINE_HANDLER.search(text) or INLINE_SCRIPT.search(text):
             offenders.append(str(template.relative_to(PROJECT)))
     assert offenders == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_pages_run_in_chromium_without_a_policy_violation(
+    live_server, client, django_user_model, media_root
+):
+    from gallery.library.ingest import ingest_image
+    from tests.browser import log_in, require_chromium, start_browser
+    from tests.images import image_bytes
+
+    require_chromium()
+    staff = django_user_model.objects.create_user(
+        "ops", password="long-password-6", is_staff=True, is_superuser=True
+    )
+    image = ingest_image(
+        data=image_bytes(pattern=3), filename="p.png", uploaded_by=staff, enqueue=False
+    ).image
+    browser = start_browser()
+    try:
+        log_in(browser, live_server, client, staff)
+        pages = [
+            reverse("gallery"),
+            reverse("search") + "?q=photo&mode=keyword",
+            reverse("image_detail", args=[image.pk]),
+            reverse("upload"),
+            reverse("account"),
+            reverse("duplicates"),
+            reverse("api_v1:openapi-view"),
+            reverse("admin:index"),
+            reverse("admin:gallery_image_changelist"),
+        ]
+        violations = []
+        for page in pages:
+            browser.get(live_server.url + page)
+            violations += [
+                (page, entry["message"])
+                for entry in browser.get_log("browser")
+                if "Content Security Policy" in entry["message"]
+            ]
+        assert violations == []
+        # The confirmations moved from inline handlers to confirm.js: still asked.
+        browser.get(live_server.url + reverse("image_detail", args=[image.pk]))
+        browser.execute_script("window.confirm = () => { window.asked = true; return false; }")
+        browser.find_element("css selector", "#delete-form button").click()
+        assert browser.execute_script("return window.asked") is True
+        assert browser.current_url.endswith(reverse("image_detail", args=[image.pk]))
+    finally:
+        browser.quit()
