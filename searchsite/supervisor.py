@@ -8,7 +8,7 @@ WorkerPool: the pool's forked workers outlive a pool that is killed, and it rest
 every second without a back-off.
 """
 
-import ctypes
+import contextlib
 import os
 import signal
 import subprocess
@@ -18,9 +18,11 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 
+import psutil
 from django.conf import settings
 from django.core.management import call_command
 
+from gallery.processes import end_with_parent
 from searchsite.embedded import current_services
 from searchsite.paths import PROJECT_DIR
 
@@ -28,7 +30,6 @@ SHUTDOWN_GRACE_SECONDS = 20
 # `up`'s defaults, shared with `bench_serving` so it measures what `up` runs.
 DEFAULT_WORKERS = 1
 DEFAULT_WEB_WORKERS = 2
-PR_SET_PDEATHSIG = 1
 # `up` recovers images left pending by a crash or a Redis outage, so no cron job is needed:
 # it runs `requeue --every 30`, as Compose's requeue service does. `requeue` never queues an
 # image a live job holds, so it can run this often.
@@ -37,15 +38,8 @@ REQUEUE_EVERY_SECONDS = 30
 REQUEUE_NOW_SIGNAL = signal.SIGUSR1
 
 
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
-
-
-def _die_with_parent_and_wait_for_requeue_handler() -> None:
-    _die_with_parent()
+def _end_with_parent_and_wait_for_requeue_handler() -> None:
+    end_with_parent()
     # Ignored until `requeue --every` installs its handler: a round asked for while it starts
     # would otherwise end it (it runs one at its start anyway).
     signal.signal(REQUEUE_NOW_SIGNAL, signal.SIG_IGN)
@@ -66,7 +60,7 @@ def thread_budget(processes: int) -> dict[str, str]:
 
 
 def _spawn(
-    command: list[str], *, env: dict[str, str], output=None, preexec=_die_with_parent
+    command: list[str], *, env: dict[str, str], output=None, preexec=end_with_parent
 ) -> subprocess.Popen:
     return subprocess.Popen(
         command,
@@ -191,7 +185,7 @@ class SiteProcesses:
             requeue_command(),
             env=dict(os.environ),
             output=self.output,
-            preexec=_die_with_parent_and_wait_for_requeue_handler,
+            preexec=_end_with_parent_and_wait_for_requeue_handler,
         )
 
     def start_ocr_worker(self) -> subprocess.Popen:
@@ -362,6 +356,17 @@ class ChildWatch:
         return start()
 
 
+def _reap_adopted_orphans(own: list[subprocess.Popen]) -> None:
+    """`up` is a subreaper (cli.py): a process orphaned below it, such as the scheduler of a
+    SIGKILLed worker, becomes its child. Reap those that ended, so none stays a zombie; its
+    own children are left to their Popen."""
+    own_pids = {process.pid for process in own}
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error, ChildProcessError):
+            if child.pid not in own_pids and child.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(child.pid, os.WNOHANG)
+
+
 def run_site(*, host: str, port: int, workers: int, web_workers: int, out) -> int:
     stop_requested = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -395,6 +400,7 @@ def run_site(*, host: str, port: int, workers: int, web_workers: int, out) -> in
                 # What waited for the server is queued now, not at the next round.
                 if site.requeue.poll() is None:
                     site.requeue.send_signal(REQUEUE_NOW_SIGNAL)
+            _reap_adopted_orphans(site.children)
             site.web = web_watch.restart_if_exited(site.web, site.start_web)
             site.requeue = requeue_watch.restart_if_exited(site.requeue, site.start_requeue)
             site.workers = [
