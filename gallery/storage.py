@@ -5,8 +5,8 @@ A name holds the content's SHA-256, so a file is written once and shared by iden
 
 import errno
 import os
+import tempfile
 
-from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
 from gallery.errors import Unavailable
@@ -31,11 +31,51 @@ class StorageUnavailable(Unavailable):
     """The media storage cannot be read right now: a set-up problem, not the images'."""
 
 
+# A full disk (or quota): the file is not stored, nothing else is wrong.
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class StorageFull(Unavailable):
+    """The media storage has no room for the file; nothing of it was kept."""
+
+    def __init__(self):
+        super().__init__(
+            "The library's storage is full: the file was not stored. Free some space (or "
+            "give the media volume more) and upload it again.",
+            retry_after=60,
+        )
+
+
 def write_once(name: str, content: bytes) -> str | None:
-    """Write a content-addressed file; returns its name if this call created it."""
-    if default_storage.exists(name):
+    """Write a content-addressed file; returns its name if this call created it, None when
+    the file was there already (the same content: nothing to write).
+
+    Never a partial file under `name`: the bytes go to a temporary file in the same folder,
+    which is then linked to `name` (an atomic create that fails if the name exists, so of
+    two concurrent writers one creates the file and the other removes its copy). A full disk
+    raises StorageFull, with nothing left behind.
+    """
+    path = default_storage.path(name)
+    if os.path.exists(path):
         return None
-    return default_storage.save(name, ContentFile(content))
+    temporary = None
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".incoming-")
+        with os.fdopen(handle, "wb") as file:
+            file.write(content)
+        os.chmod(temporary, 0o644)
+        os.link(temporary, path)
+    except FileExistsError:
+        return None  # another upload of the same content won
+    except OSError as error:
+        if error.errno in FULL_ERRNOS:
+            raise StorageFull() from error
+        raise
+    finally:
+        if temporary is not None:
+            os.unlink(temporary)
+    return name
 
 
 def remove(names) -> None:

@@ -26,7 +26,7 @@ from gallery.library.validation import (
     validate_image,
 )
 from gallery.models import Image
-from gallery.storage import remove, write_once
+from gallery.storage import StorageFull, remove, write_once
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +76,8 @@ def ingest_image(
             _merge_into_existing(existing, tag_names, caption)
             result.notes.append("Already in the library: tags merged into the existing image.")
         result.image = existing
-    except RejectedImage as rejection:
-        result.error = str(rejection)
+    except (RejectedImage, StorageFull) as refusal:
+        result.error = refusal.message
     return result
 
 
@@ -89,14 +89,13 @@ def _store_new_image(
     original_name = f"originals/{sha256[:2]}/{sha256}.{extension}"
     thumbnail_name = f"thumbnails/{sha256[:2]}/{sha256}.webp"
     preview_name = None
-    written = [
-        write_once(original_name, data),
-        write_once(thumbnail_name, validated.thumbnail),
-    ]
-    if validated.preview is not None:
-        preview_name = previews.preview_name(sha256, settings.PREVIEW_SIZE)
-        written.append(write_once(preview_name, validated.preview))
+    written = []  # the files this call created, removed again if no row comes of them
     try:
+        written.append(write_once(original_name, data))
+        written.append(write_once(thumbnail_name, validated.thumbnail))
+        if validated.preview is not None:
+            preview_name = previews.preview_name(sha256, settings.PREVIEW_SIZE)
+            written.append(write_once(preview_name, validated.preview))
         with transaction.atomic():
             image = Image.objects.create(
                 file=original_name,
