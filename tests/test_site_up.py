@@ -183,14 +183,20 @@ def test_up_serves_site_on_embedded_servers_and_sigterm_leaves_no_process(tmp_pa
 
 
 @contextlib.contextmanager
-def running_up(tmp_path):
-    """`up` on a fresh data directory with one web process; stops it (and checks it stopped
-    cleanly) afterwards. Yields what a test needs to watch and poke it."""
+def running_up(tmp_path, **settings):
+    """`up` on a fresh data directory with one web process (and `settings` as environment
+    variables); stops it (and checks it stopped cleanly) afterwards. Yields what a test needs
+    to watch and poke it."""
     data_dir = tmp_path / "data"
     # Public: these tests search anonymously (tests/test_access.py covers private mode).
     # No search rate limit: these tests poll the API while they wait.
     env = clean_child_environment(
-        VISUAL_SEARCH_DATA_DIR=str(data_dir), SITE_ACCESS="public", SEARCH_RATE_LIMIT=""
+        **{
+            "VISUAL_SEARCH_DATA_DIR": str(data_dir),
+            "SITE_ACCESS": "public",
+            "SEARCH_RATE_LIMIT": "",
+            **settings,
+        }
     )
     port = free_port()
     site = subprocess.Popen(

@@ -1,6 +1,7 @@
 """What a search asks for, and the error a request that cannot be searched raises."""
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -20,12 +21,15 @@ MODES = ("semantic", "keyword", "hybrid")
 MAX_MARKED_IMAGES = 200
 
 
+# Image ids (from 1, no leading zero) separated by commas; empty parts are skipped.
+MARKED_IMAGES_PATTERN = r"^\s*(?:[1-9][0-9]*\s*)?(?:,\s*(?:[1-9][0-9]*\s*)?)*$"
+
+
 def marked_image_ids(text: str) -> list[int]:
     """Relevance feedback's marks as given ("12,40"): each id once, ascending."""
-    parts = [part.strip() for part in (text or "").split(",") if part.strip()]
-    if not all(part.isascii() and part.isdigit() and int(part) > 0 for part in parts):
+    if not re.fullmatch(MARKED_IMAGES_PATTERN, text or ""):
         raise ValueError("Give image ids separated by commas, like 12,40.")
-    ids = sorted({int(part) for part in parts})
+    ids = sorted({int(part) for part in (text or "").split(",") if part.strip()})
     if len(ids) > MAX_MARKED_IMAGES:
         raise ValueError(f"Mark at most {MAX_MARKED_IMAGES} images.")
     return ids

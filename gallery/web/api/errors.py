@@ -21,6 +21,8 @@ PATTERN_MESSAGES = {
 def _message(error: dict) -> str:
     """A pydantic error in the words of the site's forms (Django's own messages)."""
     kind, context = error.get("type", ""), error.get("ctx") or {}
+    if kind == "missing":
+        return "This field is required."
     if kind in ("float_parsing", "float_type"):
         return "Enter a number."
     if kind in ("int_parsing", "int_type", "int_from_float"):

@@ -1,15 +1,19 @@
 """/api/v1/images: upload, read, edit, delete and list images. Thin: the forms, services and
 selectors the pages use do the work, so both answer alike."""
 
+from typing import Annotated
+
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from ninja import File, Form, Query, Router, Status, UploadedFile
+from pydantic import Field
 
 from gallery.errors import InvalidInput
 from gallery.library import ingest, lifecycle, permissions, selectors
 from gallery.models import Image
 from gallery.replicas import reads_from_replica
 from gallery.web.api.schemas import (
+    PRINTABLE,
     ErrorOut,
     ImageChange,
     ImageFilters,
@@ -90,17 +94,38 @@ def _image(pk: int) -> Image:
     )
 
 
+# The upload's form as the document states it: `files` is required. The code takes it as
+# optional, since a file over MAX_UPLOAD_BYTES is skipped while it arrives (gallery/web/
+# uploads.py) and must still be answered by name, as refused.
+UPLOAD_FORM = {
+    "type": "object",
+    "required": ["files"],
+    "properties": {
+        "files": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}},
+        "tags": {"type": "string", "maxLength": 2000, "pattern": PRINTABLE},
+        "caption": {"type": "string", "maxLength": 2000, "pattern": PRINTABLE},
+    },
+}
+FormText = Annotated[str, Field("", max_length=2000, pattern=PRINTABLE)]
+
+
 @router.post(
     "/images",
     response={200: UploadOut, 201: UploadOut, 400: ErrorOut, 401: ErrorOut},
     url_name="images",
     summary="Upload images",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": UPLOAD_FORM}},
+        }
+    },
 )
 def upload_images(
     request,
     files: File[list[UploadedFile]] = None,
-    tags: Form[str] = "",
-    caption: Form[str] = "",
+    tags: Form[FormText] = "",
+    caption: Form[FormText] = "",
 ):
     """Upload one or more images (multipart `files`, repeated), with comma-separated `tags`
     and a `caption` for every file, exactly as the upload page does: the same checks and

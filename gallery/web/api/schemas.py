@@ -1,49 +1,80 @@
 """What the API takes and answers, as typed schemas: the OpenAPI document is generated from
 them, and ninja enforces them, so what the document says is what is checked."""
 
+import re
 from datetime import date, datetime
 from typing import Annotated, Literal
 
 from django.conf import settings
 from ninja import Schema
-from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    TypeAdapter,
+    WithJsonSchema,
+    WrapValidator,
+    model_validator,
+)
 
 from gallery.library.lifecycle import MAX_CAPTION_LENGTH
 from gallery.library.selectors import GALLERY_PAGE_SIZE
 from gallery.library.tags import clean_tag_names, parse_tag_names
 from gallery.search.query_syntax import MAX_QUERY_LENGTH
-from gallery.search.request import MODES, SORTS, marked_image_ids, tag_filter_names
+from gallery.search.request import (
+    MARKED_IMAGES_PATTERN,
+    MODES,
+    SORTS,
+    marked_image_ids,
+    tag_filter_names,
+)
 
 # -- parameter types ---------------------------------------------------------------------------
 
 
-def _blank_is_absent(value):
+def _blank_is_absent(value, handler):
     # Forms and scripts send `after=` for "no date": the same as leaving it out.
-    return None if isinstance(value, str) and not value.strip() else value
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return handler(value)
 
 
 def OptionalParam(kind, *, description: str = "", **bounds):
-    """An optional parameter of `kind` within `bounds` (ge, le: on the value itself, so the
-    document states them); an empty value is the same as none."""
-    value = Annotated[kind, Field(**bounds)] if bounds else kind
+    """An optional parameter of `kind` within `bounds` (ge, le). Left out or empty, it is None:
+    the document says "the value, or empty" (a query string or a form has no null)."""
+    value = Annotated[kind, Field(**bounds)]
+    stated = {"anyOf": [TypeAdapter(value).json_schema(), {"type": "string", "maxLength": 0}]}
     return Annotated[
-        value | None, BeforeValidator(_blank_is_absent), Field(None, description=description)
+        value,
+        WrapValidator(_blank_is_absent),
+        WithJsonSchema(stated),
+        Field(None, description=description or None),
     ]
 
 
-IMAGE_IDS_PATTERN = r"^\s*[0-9]+\s*(,\s*[0-9]+\s*)*$"
-# Text without control characters (tab and line breaks allowed): PostgreSQL stores no NUL.
-PRINTABLE = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
-# A tag name: printable and without commas (filters take comma-separated names).
-TAG_NAME = r"^[^,\x00-\x1f\x7f]*$"
+def _iso_day(value):
+    """Only YYYY-MM-DD (pydantic would also read a number as a Unix time)."""
+    if isinstance(value, date) or (isinstance(value, str) and re.fullmatch(ISO_DAY, value)):
+        return value
+    raise ValueError(DATE_FORMAT)
+
+
+ISO_DAY = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+DATE_FORMAT = "Enter a valid date. Dates are written YYYY-MM-DD."
+Day = Annotated[date, BeforeValidator(_iso_day)]
+
+# Text without control characters (tab and line breaks allowed): PostgreSQL stores no NUL,
+# and a C1 control character is never meant.
+PRINTABLE = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+# A tag name: no control characters and no commas (filters take comma-separated names).
+TAG_NAME = r"^[^,\x00-\x1f\x7f-\x9f]*$"
 Text = Annotated[str, Field(pattern=PRINTABLE)]
 TagName = Annotated[str, Field(pattern=TAG_NAME)]
-
 
 ImageIds = Annotated[
     str,
     AfterValidator(marked_image_ids),
-    WithJsonSchema({"type": "string", "pattern": IMAGE_IDS_PATTERN}),
+    WithJsonSchema({"type": "string", "pattern": MARKED_IMAGES_PATTERN}),
 ]
 TagFilter = Annotated[
     str,
@@ -54,6 +85,8 @@ TagFilter = Annotated[
 
 
 def _tag_names(tags):
+    if tags is None:
+        return None
     return parse_tag_names(tags) if isinstance(tags, str) else clean_tag_names(tags)
 
 
@@ -143,6 +176,15 @@ class UploadOut(Schema):
 class ImageChange(Schema):
     """The fields to change; a field left out keeps its value."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _an_object(cls, data):
+        # ninja's Schema reads attributes of anything it is given: a JSON array or string
+        # would pass as a change of nothing.
+        if not isinstance(getattr(data, "_obj", data), dict):  # ninja wraps it in a DjangoGetter
+            raise ValueError('Send a JSON object, such as {"caption": "..."}.')
+        return data
+
     caption: Text | None = Field(None, max_length=MAX_CAPTION_LENGTH)
     tags: Annotated[list[TagName] | Text | None, AfterValidator(_tag_names)] = Field(
         None, description="Replaces the image's tags: a list of names or comma-separated."
@@ -152,8 +194,8 @@ class ImageChange(Schema):
 class ImageFilters(Schema):
     status: OptionalParam(Status)
     tag: Text = Field("", max_length=64, description="Only images with this tag (any case).")
-    after: OptionalParam(date, description="Taken on or after this day (YYYY-MM-DD).")
-    before: OptionalParam(date, description="Taken on or before this day (YYYY-MM-DD).")
+    after: OptionalParam(Day, description="Taken on or after this day (YYYY-MM-DD).")
+    before: OptionalParam(Day, description="Taken on or before this day (YYYY-MM-DD).")
     page: int = Field(1, ge=1, le=settings.SEARCH_MAX_RESULTS)
     page_size: int = Field(GALLERY_PAGE_SIZE, ge=1, le=settings.SEARCH_MAX_PAGE_SIZE)
 
@@ -173,8 +215,8 @@ class SearchParams(Schema):
     tags_any: TagFilter = Field("", description="Comma-separated: images with any of these tags.")
     tags_all: TagFilter = Field("", description="Comma-separated: images with all of these tags.")
     tags_not: TagFilter = Field("", description="Comma-separated: images with none of these tags.")
-    after: OptionalParam(date, description="Taken on or after this day (YYYY-MM-DD).")
-    before: OptionalParam(date, description="Taken on or before this day (YYYY-MM-DD).")
+    after: OptionalParam(Day, description="Taken on or after this day (YYYY-MM-DD).")
+    before: OptionalParam(Day, description="Taken on or before this day (YYYY-MM-DD).")
     min_score: OptionalParam(
         float,
         ge=-1,
