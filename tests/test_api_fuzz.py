@@ -47,6 +47,7 @@ def fuzz(site, seconds: int) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=seconds + 240,
+        cwd=site.data_dir.parent,  # where it keeps its cache (.schemathesis/)
     )
 
 
