@@ -76,8 +76,7 @@ def permission_denied(request, exception=None):
 def server_error(request):
     # Rendered without the request: whatever failed may be what its context needs.
     if wants_json(request):
-        error = {"error": {"parameter": None, "message": SERVER_ERROR}}
-        return JsonResponse(error, status=500)
+        return JsonResponse(UserError(SERVER_ERROR, status=500).as_json(), status=500)
     return HttpResponse(render_to_string("500.html", {"message": SERVER_ERROR}), status=500)
 
 

@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand
 
 from gallery.indexing import registry
-from gallery.text_tables import format_table
 from gallery.models import EmbeddingModel
+from gallery.text_tables import format_table
 
 
 class Command(BaseCommand):
