@@ -3,10 +3,12 @@
 A name holds the content's SHA-256, so a file is written once and shared by identical uploads.
 """
 
+import contextlib
 import errno
 import os
 import tempfile
 
+from django.conf import settings
 from django.core.files.storage import default_storage
 
 from gallery.errors import Unavailable
@@ -64,8 +66,10 @@ def write_once(name: str, content: bytes) -> str | None:
         handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".incoming-")
         with os.fdopen(handle, "wb") as file:
             file.write(content)
-        os.chmod(temporary, 0o644)
-        os.link(temporary, path)
+            file.flush()
+            os.fsync(file.fileno())  # on disk before it has its name: no empty file after a crash
+        os.chmod(temporary, settings.FILE_UPLOAD_PERMISSIONS or 0o644)
+        _create_from(temporary, path)
     except FileExistsError:
         return None  # another upload of the same content won
     except OSError as error:
@@ -74,8 +78,31 @@ def write_once(name: str, content: bytes) -> str | None:
         raise
     finally:
         if temporary is not None:
-            os.unlink(temporary)
+            with contextlib.suppress(FileNotFoundError):  # renamed into place (no hard links)
+                os.unlink(temporary)
     return name
+
+
+# Filesystems without hard links (some network and FUSE mounts) refuse os.link with these.
+NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV})
+
+
+def _create_from(temporary: str, path: str) -> None:
+    """Give `temporary` the name `path` unless `path` exists (FileExistsError)."""
+    try:
+        os.link(temporary, path)
+    except OSError as error:
+        if error.errno not in NO_HARD_LINKS:
+            raise
+        # No atomic create-if-absent: a rename; a name is its content's hash, so whatever a
+        # concurrent writer put there holds the same bytes.
+        os.replace(temporary, path)
+    else:
+        folder = os.open(os.path.dirname(path), os.O_RDONLY)
+        try:
+            os.fsync(folder)  # the new name, too, survives a crash
+        finally:
+            os.close(folder)
 
 
 def remove(names) -> None:

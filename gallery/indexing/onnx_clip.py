@@ -30,6 +30,7 @@ from gallery.indexing.encoder_base import (
     normalised,
 )
 from gallery.pixels import displayable
+from gallery.processes import end_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -87,17 +88,6 @@ def exported_files(
     return folder, manifest
 
 
-def _die_with_parent() -> None:
-    # An export whose parent was killed must not go on alone: it would hold the lock.
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 def _export_in_child_process(spec: ModelSpec, folder: Path, precision: str) -> bool:
     """Run the export in its own interpreter: the torch model it needs is gone when it ends.
     Returns whether it exported (False: another process had done it meanwhile)."""
@@ -130,7 +120,8 @@ def _export_in_child_process(spec: ModelSpec, folder: Path, precision: str) -> b
             text=True,
             timeout=EXPORT_TIMEOUT_SECONDS,
             check=False,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            # An export whose parent was killed must not go on alone: it would hold the lock.
+            preexec_fn=end_with_parent if sys.platform.startswith("linux") else None,
         )
     except subprocess.TimeoutExpired:
         raise BackendUnavailable(

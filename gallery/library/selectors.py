@@ -12,6 +12,9 @@ from gallery.models import Image
 
 # Images a gallery page shows (the page and GET /api/v1/images by default).
 GALLERY_PAGE_SIZE = 48
+# Pages are numbered up to this (48 million images at the default size): a bound PostgreSQL's
+# OFFSET can take, where any number a client sends could not.
+MAX_GALLERY_PAGE = 1_000_000
 
 
 def browse_images(

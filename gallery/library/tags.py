@@ -8,6 +8,9 @@ from gallery.errors import InvalidInput
 from gallery.models import Tag
 
 MAX_TAG_LENGTH = Tag._meta.get_field("name").max_length
+# A field of comma-separated tag names (a form's, the API's), and the names one change gives.
+MAX_TAG_FIELD_LENGTH = 2000
+MAX_TAGS_AT_ONCE = 200
 
 
 class InvalidTagName(InvalidInput):

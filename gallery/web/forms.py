@@ -5,7 +5,9 @@ from urllib.parse import urlencode
 from django import forms
 from django.conf import settings
 
-from gallery.library.tags import InvalidTagName, parse_tag_names
+from gallery.library import ingest
+from gallery.library.lifecycle import MAX_CAPTION_LENGTH
+from gallery.library.tags import MAX_TAG_FIELD_LENGTH, InvalidTagName, parse_tag_names
 from gallery.models import Image
 from gallery.search.request import marked_image_ids, tag_filter_names
 
@@ -26,7 +28,7 @@ class TagNamesField(forms.CharField):
     """Comma-separated tag names, cleaned by the library's own rules (gallery/library/tags.py)."""
 
     def __init__(self, **kwargs):
-        super().__init__(required=False, max_length=2000, **kwargs)
+        super().__init__(required=False, max_length=MAX_TAG_FIELD_LENGTH, **kwargs)
 
     def clean(self, value) -> list[str]:
         try:
@@ -57,18 +59,38 @@ class UploadForm(SiteForm):
         help_text="JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC/HEIF or AVIF.",
     )
     tags = TagNamesField(help_text="Comma-separated, applied to every file.")
-    caption = forms.CharField(required=False, max_length=2000, widget=forms.TextInput)
+    caption = forms.CharField(required=False, max_length=MAX_CAPTION_LENGTH, widget=forms.TextInput)
 
     def __init__(self, *args, uploaded_files=(), oversized=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.uploaded_files = list(uploaded_files)
         self.oversized = list(oversized)
 
+    @classmethod
+    def posted(cls, request) -> "UploadForm":
+        """The form of an upload request: its fields, its files and the files skipped for
+        their size while they arrived (gallery/web/uploads.py)."""
+        return cls(
+            request.POST,
+            uploaded_files=request.FILES.getlist("files"),
+            oversized=getattr(request, "oversized_uploads", []),
+        )
+
     def clean(self):
         cleaned = super().clean()
         if not self.uploaded_files and not self.oversized:
             raise forms.ValidationError("Choose at least one image to upload.")
         return cleaned
+
+    def ingest(self, *, uploaded_by) -> list[ingest.IngestResult]:
+        """Store the valid form's files (each refused or stored on its own)."""
+        return ingest.ingest_uploads(
+            files=self.uploaded_files,
+            oversized_names=self.oversized,
+            uploaded_by=uploaded_by,
+            tag_names=self.cleaned_data["tags"],
+            caption=self.cleaned_data["caption"],
+        )
 
 
 class MarkedImagesInput(forms.HiddenInput):
@@ -151,7 +173,7 @@ class SearchForm(SiteForm):
 
 class ImageEditForm(SiteForm):
     caption = forms.CharField(
-        required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 3})
+        required=False, max_length=MAX_CAPTION_LENGTH, widget=forms.Textarea(attrs={"rows": 3})
     )
     tags = TagNamesField(help_text="Comma-separated; replaces the image's tags.")
 

@@ -2,7 +2,9 @@
 either from a gallery.errors.UserError. Middleware, rate limits, access checks, views and the
 API's exception handlers all answer through `error_response`."""
 
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import HttpResponse, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.template.loader import render_to_string
 
 from gallery.errors import InvalidInput, NotAllowed, NotFound, UserError
@@ -60,9 +62,14 @@ def error_response(
 
 
 def bad_request(request, exception=None):
-    detail = str(exception or "").strip()
+    # Only the body's own faults are described: other 400s (a path outside the media folder,
+    # an unknown Host) carry server details in their text.
+    detail = str(exception).strip() if isinstance(exception, BODY_FAULTS) else ""
     message = "The request could not be read" + (f": {detail}." if detail else ".")
     return error_response(request, InvalidInput(message))
+
+
+BODY_FAULTS = (MultiPartParserError, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent)
 
 
 def not_found(request, exception=None):

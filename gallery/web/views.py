@@ -16,7 +16,7 @@ from django.views.static import serve
 
 from gallery.errors import InvalidInput, NotAllowed, Unavailable
 from gallery.indexing import progress
-from gallery.library import ingest, lifecycle, permissions, selectors, validation
+from gallery.library import lifecycle, permissions, selectors, validation
 from gallery.models import Image
 from gallery.replicas import reads_from_replica
 from gallery.search.query_syntax import SYNTAX_HELP
@@ -176,22 +176,12 @@ def upload(request):
     }
     if request.method == "GET":
         return render(request, "gallery/upload.html", {"form": UploadForm(), **limits})
-    form = UploadForm(
-        request.POST,
-        uploaded_files=request.FILES.getlist("files"),
-        oversized=getattr(request, "oversized_uploads", []),
-    )
+    form = UploadForm.posted(request)
     if not form.is_valid():
         if wants_json(request):
             return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
         return render(request, "gallery/upload.html", {"form": form, **limits}, status=400)
-    results = ingest.ingest_uploads(
-        files=form.uploaded_files,
-        oversized_names=form.oversized,
-        uploaded_by=request.user,
-        tag_names=form.cleaned_data["tags"],
-        caption=form.cleaned_data["caption"],
-    )
+    results = form.ingest(uploaded_by=request.user)
     if wants_json(request):  # the upload page's script, and scripts: the API's answer
         return JsonResponse(upload_json(request, results))
     context = {"form": UploadForm(), "results": results, **limits}
@@ -272,7 +262,10 @@ def search_page(request):
     except Unavailable as error:
         # A set-up problem, not the user's: say what the administrator has to do.
         form.add_error(None, f"Search is unavailable: {error}")
-        return render(request, "gallery/search.html", context, status=503)
+        response = render(request, "gallery/search.html", context, status=503)
+        for name, value in error.headers.items():  # Retry-After
+            response[name] = value
+        return response
     context.update(
         results=found.results,
         previous_query=found.previous_query,

@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from gallery.indexing.encoder import ModelWeightsUnavailable
 from gallery.offline import backend_agreement, datasets, evaluation, evaluation_report
 from gallery.offline.reporting import FiguresPrinter, add_json_argument, formatted
-from gallery.search.feedback import MAX_MARKED_IMAGES
+from gallery.search.request import MAX_MARKED_IMAGES
 
 
 class Command(BaseCommand):

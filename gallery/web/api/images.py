@@ -10,6 +10,8 @@ from pydantic import Field
 
 from gallery.errors import InvalidInput
 from gallery.library import ingest, lifecycle, permissions, selectors
+from gallery.library.lifecycle import MAX_CAPTION_LENGTH
+from gallery.library.tags import MAX_TAG_FIELD_LENGTH
 from gallery.models import Image
 from gallery.replicas import reads_from_replica
 from gallery.web.api.schemas import (
@@ -102,11 +104,13 @@ UPLOAD_FORM = {
     "required": ["files"],
     "properties": {
         "files": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}},
-        "tags": {"type": "string", "maxLength": 2000, "pattern": PRINTABLE},
-        "caption": {"type": "string", "maxLength": 2000, "pattern": PRINTABLE},
+        "tags": {"type": "string", "maxLength": MAX_TAG_FIELD_LENGTH, "pattern": PRINTABLE},
+        "caption": {"type": "string", "maxLength": MAX_CAPTION_LENGTH, "pattern": PRINTABLE},
     },
 }
-FormText = Annotated[str, Field("", max_length=2000, pattern=PRINTABLE)]
+FormText = Annotated[
+    str, Field("", max_length=max(MAX_TAG_FIELD_LENGTH, MAX_CAPTION_LENGTH), pattern=PRINTABLE)
+]
 
 
 @router.post(
@@ -132,22 +136,11 @@ def upload_images(
     limits (MAX_UPLOAD_BYTES, MAX_IMAGE_PIXELS), each file's own result (a refused file
     says why and leaves nothing behind), the same content stored once (its tags merged).
     New images are queued for indexing. 201 when something new was stored, else 200."""
-    form = UploadForm(
-        request.POST,
-        uploaded_files=request.FILES.getlist("files"),
-        oversized=getattr(request, "oversized_uploads", []),
-    )
+    form = UploadForm.posted(request)
     if not form.is_valid():
         name, message = form.first_error()
         raise InvalidInput(message, "files" if name == "__all__" else name)
-    results = ingest.ingest_uploads(
-        files=form.uploaded_files,
-        oversized_names=form.oversized,
-        uploaded_by=request.auth,
-        tag_names=form.cleaned_data["tags"],
-        caption=form.cleaned_data["caption"],
-    )
-    body = upload_json(request, results)
+    body = upload_json(request, form.ingest(uploaded_by=request.auth))
     return Status(201 if body["created_ids"] else 200, body)
 
 

@@ -18,8 +18,14 @@ from pydantic import (
 )
 
 from gallery.library.lifecycle import MAX_CAPTION_LENGTH
-from gallery.library.selectors import GALLERY_PAGE_SIZE
-from gallery.library.tags import clean_tag_names, parse_tag_names
+from gallery.library.selectors import GALLERY_PAGE_SIZE, MAX_GALLERY_PAGE
+from gallery.library.tags import (
+    MAX_TAG_FIELD_LENGTH,
+    MAX_TAG_LENGTH,
+    MAX_TAGS_AT_ONCE,
+    clean_tag_names,
+    parse_tag_names,
+)
 from gallery.search.query_syntax import MAX_QUERY_LENGTH
 from gallery.search.request import (
     MARKED_IMAGES_PATTERN,
@@ -69,7 +75,7 @@ PRINTABLE = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
 # A tag name: no control characters and no commas (filters take comma-separated names).
 TAG_NAME = r"^[^,\x00-\x1f\x7f-\x9f]*$"
 Text = Annotated[str, Field(pattern=PRINTABLE)]
-TagName = Annotated[str, Field(pattern=TAG_NAME)]
+TagName = Annotated[str, Field(max_length=MAX_TAG_LENGTH, pattern=TAG_NAME)]
 
 ImageIds = Annotated[
     str,
@@ -78,9 +84,9 @@ ImageIds = Annotated[
 ]
 TagFilter = Annotated[
     str,
-    Field(max_length=2000, pattern=PRINTABLE),
+    Field(max_length=MAX_TAG_FIELD_LENGTH, pattern=PRINTABLE),
     AfterValidator(tag_filter_names),
-    WithJsonSchema({"type": "string", "maxLength": 2000, "pattern": PRINTABLE}),
+    WithJsonSchema({"type": "string", "maxLength": MAX_TAG_FIELD_LENGTH, "pattern": PRINTABLE}),
 ]
 
 
@@ -186,9 +192,12 @@ class ImageChange(Schema):
         return data
 
     caption: Text | None = Field(None, max_length=MAX_CAPTION_LENGTH)
-    tags: Annotated[list[TagName] | Text | None, AfterValidator(_tag_names)] = Field(
-        None, description="Replaces the image's tags: a list of names or comma-separated."
-    )
+    tags: Annotated[
+        Annotated[list[TagName], Field(max_length=MAX_TAGS_AT_ONCE)]
+        | Annotated[Text, Field(max_length=MAX_TAG_FIELD_LENGTH)]
+        | None,
+        AfterValidator(_tag_names),
+    ] = Field(None, description="Replaces the image's tags: a list of names or comma-separated.")
 
 
 class ImageFilters(Schema):
@@ -196,7 +205,7 @@ class ImageFilters(Schema):
     tag: Text = Field("", max_length=64, description="Only images with this tag (any case).")
     after: OptionalParam(Day, description="Taken on or after this day (YYYY-MM-DD).")
     before: OptionalParam(Day, description="Taken on or before this day (YYYY-MM-DD).")
-    page: int = Field(1, ge=1, le=settings.SEARCH_MAX_RESULTS)
+    page: int = Field(1, ge=1, le=MAX_GALLERY_PAGE)
     page_size: int = Field(GALLERY_PAGE_SIZE, ge=1, le=settings.SEARCH_MAX_PAGE_SIZE)
 
 
