@@ -173,3 +173,10 @@ def test_a_crash_is_a_500_in_the_site_s_shape_never_django_s_bare_page(
     assert api.status_code == 500 and "went wrong" in api.json()["error"]["message"]
     page = client.get(reverse("search"), {"q": "cat"}, HTTP_ACCEPT="text/html")
     assert page.status_code == 500 and "Something went wrong" in page.content.decode()
+
+
+def test_a_refused_path_does_not_tell_where_the_files_are(member_client, settings):
+    response = member_client.get("/media/%2e%2e/%2e%2e/etc/passwd")
+    assert response.status_code in (400, 404)
+    assert str(settings.MEDIA_ROOT) not in response.content.decode()
+    assert "/etc/passwd" not in response.content.decode()
